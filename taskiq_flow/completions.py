@@ -1,0 +1,227 @@
+"""How a driver learns that a task it sent has finished — without polling.
+
+The worker-side ``PipelineMiddleware`` publishes each finished pipeline task to the run's
+channel; the driver waits on it. In one process (``InMemoryBroker``) the channel is an
+``asyncio.Queue``; across processes on a taskiq-redis broker it is a Redis stream per run,
+read with a blocking ``XREAD`` so a completion wakes the driver at once. Any other broker
+falls back to polling its result backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from taskiq import AsyncBroker, InMemoryBroker, TaskiqResult
+from taskiq.result_backends.dummy import DummyResultBackend
+
+__all__ = [
+    "EVENTS_PREFIX",
+    "LABEL_ATTEMPT",
+    "LABEL_ITEM",
+    "LABEL_MODE",
+    "LABEL_NODE",
+    "LABEL_RUN",
+    "LABEL_STARTED",
+    "LABEL_STEP",
+    "Completion",
+    "CompletionChannel",
+    "channel_for",
+    "publish_completion",
+    "redis_pool_of",
+]
+
+logger = logging.getLogger("taskiq_flow.completions")
+
+LABEL_RUN = "tf_run"
+LABEL_NODE = "tf_node"
+LABEL_ATTEMPT = "tf_attempt"
+LABEL_STEP = "tf_step"
+LABEL_MODE = "tf_mode"
+LABEL_STARTED = "tf_started"
+LABEL_ITEM = "tf_item"
+
+EVENTS_PREFIX = "taskiq_flow:events:"
+# A run's event stream outlives a crashed driver for a day, then Redis drops it.
+EVENTS_TTL_SECONDS = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished task: its id and its taskiq result."""
+
+    task_id: str
+    result: TaskiqResult[Any]
+
+
+def redis_pool_of(broker: AsyncBroker) -> Any | None:
+    """The redis-py connection pool of a taskiq-redis broker, if ``broker`` is one."""
+    pool = getattr(broker, "connection_pool", None)
+    if pool is None:
+        return None
+    try:
+        from redis.asyncio import ConnectionPool
+    except ImportError:  # pragma: no cover - taskiq-redis depends on redis
+        return None
+    return pool if isinstance(pool, ConnectionPool) else None
+
+
+class CompletionChannel(ABC):
+    """The driver's side of one run's completions."""
+
+    @abstractmethod
+    async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
+        """Completions that arrived; waits up to ``timeout`` seconds for the first one.
+
+        ``outstanding`` are the task ids still expected (used by the polling fallback).
+        """
+
+    async def close(self) -> None:  # noqa: B027 - most channels hold nothing
+        """Release what the channel holds."""
+
+
+# -- in one process --------------------------------------------------------------------
+
+_local_queues: dict[str, asyncio.Queue[Completion]] = {}
+
+
+class LocalChannel(CompletionChannel):
+    """Completions from tasks that run in this process (``InMemoryBroker``)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.queue: asyncio.Queue[Completion] = asyncio.Queue()
+        _local_queues[run_id] = self.queue
+
+    async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
+        if self.queue.empty():
+            if timeout is not None and timeout <= 0:
+                return []
+            try:
+                first = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                return []
+            items = [first]
+        else:
+            items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    async def close(self) -> None:
+        _local_queues.pop(self.run_id, None)
+
+
+# -- across processes, through Redis ----------------------------------------------------
+
+
+class RedisChannel(CompletionChannel):
+    """Completions from workers, read from the run's Redis stream."""
+
+    def __init__(self, broker: AsyncBroker, pool: Any, run_id: str) -> None:
+        from redis.asyncio import Redis
+
+        self.broker = broker
+        self.key = EVENTS_PREFIX + run_id
+        self.redis = Redis(connection_pool=pool)
+        self.last_id = "0-0"
+
+    async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
+        block = None if timeout is None else max(int(timeout * 1000), 1)
+        if timeout is not None and timeout <= 0:
+            block = None
+            response = await self.redis.xread({self.key: self.last_id}, count=1000)
+        else:
+            # XREAD BLOCK 0 waits forever; the driver always has a reason to wake up,
+            # so cap the wait and let it loop.
+            response = await self.redis.xread(
+                {self.key: self.last_id}, count=1000, block=block or 60_000
+            )
+        completions = []
+        streams: Any = response or ()
+        for _stream, entries in streams:
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                completions.append(
+                    Completion(
+                        task_id=fields[b"id"].decode(),
+                        result=TaskiqResult[Any].model_validate(
+                            self.broker.serializer.loadb(fields[b"r"])
+                        ),
+                    )
+                )
+        return completions
+
+    async def close(self) -> None:
+        try:
+            await self.redis.delete(self.key)
+        finally:
+            await self.redis.aclose(close_connection_pool=False)
+
+
+# -- anything else ----------------------------------------------------------------------
+
+
+class PollingChannel(CompletionChannel):
+    """Polls the result backend: for brokers whose workers cannot publish to us."""
+
+    def __init__(self, broker: AsyncBroker, interval: float = 0.05) -> None:
+        self.broker = broker
+        self.interval = interval
+
+    async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        ids = list(outstanding)
+        while True:
+            done = []
+            for task_id in ids:
+                if await self.broker.result_backend.is_result_ready(task_id):
+                    result = await self.broker.result_backend.get_result(task_id)
+                    done.append(Completion(task_id, result))
+            if done or (until is not None and loop.time() >= until):
+                return done
+            wait = self.interval if until is None else min(self.interval, until - loop.time())
+            await asyncio.sleep(max(wait, 0))
+
+
+def channel_for(broker: AsyncBroker, run_id: str) -> CompletionChannel:
+    """The fastest channel ``broker`` supports."""
+    if isinstance(broker, InMemoryBroker):
+        return LocalChannel(run_id)
+    pool = redis_pool_of(broker)
+    if pool is not None:
+        return RedisChannel(broker, pool, run_id)
+    if isinstance(broker.result_backend, DummyResultBackend):
+        logger.warning(
+            "broker %s has no result backend and is not a taskiq-redis broker: "
+            "taskiq-flow cannot learn when its tasks finish",
+            type(broker).__name__,
+        )
+    return PollingChannel(broker)
+
+
+async def publish_completion(
+    broker: AsyncBroker, run_id: str, task_id: str, result: TaskiqResult[Any]
+) -> None:
+    """Worker side: tell the run's driver that ``task_id`` finished."""
+    queue = _local_queues.get(run_id)
+    if queue is not None:
+        queue.put_nowait(Completion(task_id, result))
+        return
+    pool = redis_pool_of(broker)
+    if pool is None:
+        return  # the driver polls the result backend
+    from redis.asyncio import Redis
+
+    payload = broker.serializer.dumpb(result.model_dump(mode="json"))
+    key = EVENTS_PREFIX + run_id
+    async with Redis(connection_pool=pool) as redis:
+        pipe = redis.pipeline(transaction=False)
+        pipe.xadd(key, {b"id": task_id.encode(), b"r": payload})
+        pipe.expire(key, EVENTS_TTL_SECONDS)
+        await pipe.execute()

@@ -1,0 +1,28 @@
+"""The scheduling core: one pure state machine that decides what runs next.
+
+It does no I/O. Drivers (the in-process ``ExecutionEngine``, the sequential pipeline,
+the Kubernetes operator) feed it events — a step succeeded, a step failed, time passed —
+and carry out the actions it returns.
+"""
+
+from taskiq_flow.core.actions import Action, Cancel, Dispatch, Fail, Finish, Retry, Skip
+from taskiq_flow.core.machine import RunMachine
+from taskiq_flow.core.plan import NodeSpec, Plan
+from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.states import Phase, RunOutcome
+
+__all__ = [
+    "Action",
+    "Cancel",
+    "Dispatch",
+    "Fail",
+    "Finish",
+    "NodeSpec",
+    "Phase",
+    "Plan",
+    "Retry",
+    "RetryPolicy",
+    "RunMachine",
+    "RunOutcome",
+    "Skip",
+]

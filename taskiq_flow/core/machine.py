@@ -1,0 +1,391 @@
+"""The run state machine. Pure: time comes in as ``now``, randomness as ``rng``."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskiq_flow.core.actions import Action, Cancel, Dispatch, Fail, Finish, Retry, Skip
+from taskiq_flow.core.plan import Plan
+from taskiq_flow.core.states import TERMINAL, Phase, RunOutcome
+from taskiq_flow.errors import ErrorHandlingMode
+
+__all__ = ["NodeState", "RunMachine"]
+
+Admit = Callable[[str, Collection[str]], bool]
+"""``admit(step, running)``: may ``step`` start while ``running`` are in flight?"""
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What the machine knows of one step."""
+
+    phase: Phase = Phase.PENDING
+    attempt: int = 0
+    first_started: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    retry_at: float | None = None
+    deadline: float | None = None
+    error: str | None = None
+
+
+class RunMachine:
+    """Decides, for one run of a plan, what to dispatch, retry, skip or cancel.
+
+    Drivers call ``start(now)`` once, then ``succeeded``/``failed`` as results arrive and
+    ``tick(now)`` when ``next_deadline()`` has passed; each returns the actions to carry
+    out, in order. Events for an attempt that is no longer current (a late result of a
+    timed-out or cancelled attempt, a redelivered message) are ignored, which is what
+    makes at-least-once delivery safe.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        error_mode: ErrorHandlingMode | str = ErrorHandlingMode.FAIL_FAST,
+        max_in_flight: int | None = None,
+        timeout: float | None = None,
+        admit: Admit | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.plan = plan
+        self.error_mode = ErrorHandlingMode.parse(error_mode)
+        self.max_in_flight = max_in_flight
+        self.timeout = timeout
+        self.admit = admit
+        self._rng = rng
+        self.nodes: dict[str, NodeState] = {name: NodeState() for name in plan.order}
+        self.running: set[str] = set()
+        self.started_at: float | None = None
+        self.deadline: float | None = None
+        self.outcome: Finish | None = None
+        self.timed_out = False
+        self._waiting = {name: len(set(plan.deps(name))) for name in plan.order}
+        self._ready: list[int] = []  # heap of plan indexes: earliest in plan order first
+        self._timers: list[tuple[float, int, str]] = []  # (when, attempt, node), lazily pruned
+        self._terminal = 0
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Begin the run: dispatch the steps that depend on nothing."""
+        if self.started_at is not None:
+            return []
+        self.started_at = now
+        if self.timeout is not None:
+            self.deadline = now + self.timeout
+        for name, count in self._waiting.items():
+            if count == 0:
+                heapq.heappush(self._ready, self.plan.index[name])
+        actions: list[Action] = []
+        self._pump(now, actions)
+        self._maybe_finish(actions)
+        return actions
+
+    def succeeded(self, node: str, attempt: int, now: float) -> list[Action]:
+        """Attempt ``attempt`` of ``node`` produced its result."""
+        state = self._current(node, attempt)
+        if state is None:
+            return []
+        actions: list[Action] = []
+        self._settle(node, state, Phase.SUCCEEDED, now)
+        self._release_dependents(node)
+        self._pump(now, actions)
+        self._maybe_finish(actions)
+        return actions
+
+    def failed(
+        self, node: str, attempt: int, error: str, now: float, *, retryable: bool = True
+    ) -> list[Action]:
+        """Attempt ``attempt`` of ``node`` failed with ``error``."""
+        state = self._current(node, attempt)
+        if state is None:
+            return []
+        actions: list[Action] = []
+        self._fail_attempt(node, state, error, now, retryable, actions)
+        self._pump(now, actions)
+        self._maybe_finish(actions)
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: start due retries, time out attempts, end an overdue run."""
+        if self.outcome is not None or self.started_at is None:
+            return []
+        actions: list[Action] = []
+        if self.deadline is not None and now >= self.deadline:
+            self.timed_out = True
+            self._abort(
+                RunOutcome.FAILED,
+                f"the run exceeded its timeout of {self.timeout:g}s",
+                now,
+                actions,
+            )
+            return actions
+        while self._timers and self._timers[0][0] <= now:
+            _, attempt, node = heapq.heappop(self._timers)
+            state = self.nodes[node]
+            if state.phase is Phase.RETRYING and state.attempt == attempt - 1:
+                state.phase = Phase.PENDING
+                state.retry_at = None
+                heapq.heappush(self._ready, self.plan.index[node])
+            elif state.phase is Phase.RUNNING and state.attempt == attempt:
+                limit = self.plan.nodes[node].timeout
+                self._fail_attempt(
+                    node,
+                    state,
+                    f"TimeoutError: the step exceeded its timeout of {limit:g}s",
+                    now,
+                    True,
+                    actions,
+                )
+                if self.outcome is not None:
+                    return actions
+        self._pump(now, actions)
+        self._maybe_finish(actions)
+        return actions
+
+    def cancel(self, now: float, reason: str = "the run was cancelled") -> list[Action]:
+        """Stop the run: nothing more is dispatched and the run ends Cancelled."""
+        if self.outcome is not None:
+            return []
+        actions: list[Action] = []
+        self._abort(RunOutcome.CANCELLED, reason, now, actions)
+        return actions
+
+    def refresh(self, now: float) -> list[Action]:
+        """Re-check admission (``admit``'s answer may have changed) and dispatch."""
+        if self.outcome is not None or self.started_at is None:
+            return []
+        actions: list[Action] = []
+        self._pump(now, actions)
+        return actions
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is over."""
+        return self.outcome is not None
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``tick`` has something to do."""
+        while self._timers and not self._timer_live(*self._timers[0]):
+            heapq.heappop(self._timers)
+        candidates = [t for t in (self.deadline,) if t is not None]
+        if self._timers:
+            candidates.append(self._timers[0][0])
+        return min(candidates, default=None)
+
+    def counts(self) -> dict[Phase, int]:
+        """How many steps are in each phase."""
+        result = dict.fromkeys(Phase, 0)
+        for state in self.nodes.values():
+            result[state.phase] += 1
+        return result
+
+    def progress(self) -> tuple[int, int]:
+        """(finished steps, all steps)."""
+        return self._terminal, len(self.nodes)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The machine's state as plain data, for a driver that must survive a restart."""
+        return {
+            "startedAt": self.started_at,
+            "deadline": self.deadline,
+            "outcome": None
+            if self.outcome is None
+            else {
+                "outcome": self.outcome.outcome.value,
+                "reason": self.outcome.reason,
+                "failedNode": self.outcome.failed_node,
+            },
+            "nodes": {
+                name: {
+                    "phase": s.phase.value,
+                    "attempt": s.attempt,
+                    "firstStarted": s.first_started,
+                    "started": s.started,
+                    "finished": s.finished,
+                    "retryAt": s.retry_at,
+                    "deadline": s.deadline,
+                    "error": s.error,
+                }
+                for name, s in self.nodes.items()
+            },
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Load a ``snapshot()``; steps in flight stay in flight (their results will come)."""
+        self.started_at = snapshot.get("startedAt")
+        self.deadline = snapshot.get("deadline")
+        done = snapshot.get("outcome")
+        if done is not None:
+            self.outcome = Finish(RunOutcome(done["outcome"]), done["reason"], done["failedNode"])
+        succeeded_like: set[str] = set()
+        for name, data in snapshot["nodes"].items():
+            state = self.nodes[name]
+            state.phase = Phase(data["phase"])
+            state.attempt = data["attempt"]
+            state.first_started = data.get("firstStarted")
+            state.started = data.get("started")
+            state.finished = data.get("finished")
+            state.retry_at = data.get("retryAt")
+            state.deadline = data.get("deadline")
+            state.error = data.get("error")
+            if state.phase in TERMINAL:
+                self._terminal += 1
+            if self._releases(state.phase):
+                succeeded_like.add(name)
+            if state.phase is Phase.RUNNING:
+                self.running.add(name)
+                if state.deadline is not None:
+                    heapq.heappush(self._timers, (state.deadline, state.attempt, name))
+            elif state.phase is Phase.RETRYING and state.retry_at is not None:
+                heapq.heappush(self._timers, (state.retry_at, state.attempt + 1, name))
+        for name in self.plan.order:
+            self._waiting[name] = len({d for d in self.plan.deps(name) if d not in succeeded_like})
+            if self._waiting[name] == 0 and self.nodes[name].phase is Phase.PENDING:
+                heapq.heappush(self._ready, self.plan.index[name])
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _current(self, node: str, attempt: int) -> NodeState | None:
+        if self.outcome is not None:
+            return None
+        state = self.nodes.get(node)
+        if state is None or state.phase is not Phase.RUNNING or state.attempt != attempt:
+            return None
+        return state
+
+    def _timer_live(self, when: float, attempt: int, node: str) -> bool:
+        state = self.nodes[node]
+        if state.phase is Phase.RETRYING:
+            return state.attempt == attempt - 1 and state.retry_at == when
+        return state.phase is Phase.RUNNING and state.attempt == attempt and state.deadline == when
+
+    def _releases(self, phase: Phase) -> bool:
+        # SKIP_FAILED lets consumers of a failed step run without its output.
+        return phase is Phase.SUCCEEDED or (
+            phase is Phase.FAILED and self.error_mode is ErrorHandlingMode.SKIP_FAILED
+        )
+
+    def _settle(self, node: str, state: NodeState, phase: Phase, now: float) -> None:
+        if state.phase is Phase.RUNNING:
+            self.running.discard(node)
+        state.phase = phase
+        state.finished = now
+        state.deadline = None
+        state.retry_at = None
+        self._terminal += 1
+
+    def _release_dependents(self, node: str) -> None:
+        for dependent in self.plan.dependents[node]:
+            self._waiting[dependent] -= 1
+            if self._waiting[dependent] == 0 and self.nodes[dependent].phase is Phase.PENDING:
+                heapq.heappush(self._ready, self.plan.index[dependent])
+
+    def _fail_attempt(
+        self,
+        node: str,
+        state: NodeState,
+        error: str,
+        now: float,
+        retryable: bool,
+        actions: list[Action],
+    ) -> None:
+        state.error = error
+        policy = self.plan.nodes[node].retry
+        assert state.first_started is not None
+        retry_at = (
+            policy.next_retry_at(state.attempt, state.first_started, now, self._rng())
+            if retryable
+            else None
+        )
+        if retry_at is not None:
+            self.running.discard(node)
+            state.phase = Phase.RETRYING
+            state.deadline = None
+            state.retry_at = retry_at
+            heapq.heappush(self._timers, (retry_at, state.attempt + 1, node))
+            actions.append(Retry(node, state.attempt + 1, retry_at, error))
+            return
+        self._settle(node, state, Phase.FAILED, now)
+        actions.append(Fail(node, state.attempt, error))
+        if self.error_mode is ErrorHandlingMode.FAIL_FAST:
+            self._abort(
+                RunOutcome.FAILED, f"step {node!r} failed: {error}", now, actions, failed_node=node
+            )
+        elif self.error_mode is ErrorHandlingMode.CONTINUE_ON_ERROR:
+            for dependent in self.plan.descendants(node):
+                dstate = self.nodes[dependent]
+                if dstate.phase is Phase.PENDING:
+                    self._settle(dependent, dstate, Phase.SKIPPED, now)
+                    actions.append(Skip(dependent, f"upstream step {node!r} failed"))
+        else:
+            self._release_dependents(node)
+
+    def _abort(
+        self,
+        outcome: RunOutcome,
+        reason: str,
+        now: float,
+        actions: list[Action],
+        failed_node: str | None = None,
+    ) -> None:
+        for name in self.plan.order:
+            state = self.nodes[name]
+            if state.phase in TERMINAL:
+                continue
+            was_running = state.phase is Phase.RUNNING
+            self._settle(name, state, Phase.CANCELLED, now)
+            actions.append(Cancel(name, reason, was_running))
+        self._ready.clear()
+        self._timers.clear()
+        self.outcome = Finish(outcome, reason, failed_node)
+        actions.append(self.outcome)
+
+    def _pump(self, now: float, actions: list[Action]) -> None:
+        if self.outcome is not None:
+            return
+        while self._ready:
+            if self.max_in_flight is not None and len(self.running) >= self.max_in_flight:
+                return
+            name = self.plan.order[self._ready[0]]
+            state = self.nodes[name]
+            if state.phase is not Phase.PENDING:
+                heapq.heappop(self._ready)
+                continue
+            # Admission may say no, but never when nothing runs: that would stall the run.
+            if self.admit is not None and self.running and not self.admit(name, self.running):
+                return
+            heapq.heappop(self._ready)
+            state.phase = Phase.RUNNING
+            state.attempt += 1
+            state.started = now
+            if state.first_started is None:
+                state.first_started = now
+            timeout = self.plan.nodes[name].timeout
+            state.deadline = None if timeout is None else now + timeout
+            if state.deadline is not None:
+                heapq.heappush(self._timers, (state.deadline, state.attempt, name))
+            self.running.add(name)
+            actions.append(Dispatch(name, state.attempt))
+
+    def _maybe_finish(self, actions: list[Action]) -> None:
+        if self.outcome is not None or self._terminal < len(self.nodes):
+            return
+        failed = [n for n, s in self.nodes.items() if s.phase is Phase.FAILED]
+        if failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
+            self.outcome = Finish(
+                RunOutcome.FAILED, f"{len(failed)} step(s) failed: {', '.join(failed)}", failed[0]
+            )
+        else:
+            self.outcome = Finish(RunOutcome.SUCCEEDED, "all steps finished")
+        actions.append(self.outcome)
