@@ -21,6 +21,8 @@ from taskiq_flow.mapreduce import MapReduce, MapReduceResult, MapResult, ReduceR
 from taskiq_flow.middleware import PipelineMiddleware
 from taskiq_flow.optimization.parallel import ResourceAwareExecutor, set_max_parallel_tasks
 from taskiq_flow.pipeline import DataflowPipeline
+from taskiq_flow.sequential import Pipeline, PipelineTask, SequentialPipeline, Task
+from taskiq_flow.tasks import task
 
 __version__ = "0.1.0"
 
@@ -45,15 +47,20 @@ __all__ = [
     "MissingInputsError",
     "PipelineContext",
     "PipelineError",
+    "Pipeline",
     "PipelineMiddleware",
+    "PipelineTask",
     "PipelineTimeoutError",
     "ReduceResult",
     "ResourceAwareExecutor",
+    "SequentialPipeline",
     "StepTimeoutError",
+    "Task",
     "TaskiqFlowError",
     "UnknownTaskError",
     "__version__",
     "pipeline_task",
     "pipeline_task_multi_output",
     "set_max_parallel_tasks",
+    "task",
 ]

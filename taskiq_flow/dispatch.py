@@ -23,19 +23,11 @@ from taskiq_flow.completions import (
     CompletionChannel,
     channel_for,
 )
-from taskiq_flow.errors import UnknownTaskError
+from taskiq_flow.errors import UnknownTaskError, format_error
 from taskiq_flow.middleware import ensure_middleware
 from taskiq_flow.optimization.parallel import global_limit
 
 __all__ = ["Dispatcher", "format_error"]
-
-
-def format_error(error: BaseException | None) -> str:
-    """``Type: message``, the way step errors are shown everywhere."""
-    if error is None:
-        return "unknown error"
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class Dispatcher:

@@ -40,7 +40,16 @@ __all__ = [
     "TaskiqFlowError",
     "UnknownDependencyError",
     "UnknownTaskError",
+    "format_error",
 ]
+
+
+def format_error(error: BaseException | None) -> str:
+    """``Type: message``, the way step errors are shown everywhere."""
+    if error is None:
+        return "unknown error"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class ErrorHandlingMode(StrEnum):

@@ -201,8 +201,6 @@ class ExecutionEngine:
         )
 
     def _admit(self, name: str, running: Collection[str]) -> bool:
-        if not global_limit.has_room():
-            return False
         return self.executor is None or self.executor.admit(name, running)
 
     async def execute(
@@ -267,7 +265,7 @@ class _Run:
             error_mode=engine.error_mode,
             max_in_flight=engine.max_parallel,
             timeout=engine.timeout,
-            admit=engine._admit,
+            admit=self._admit_step,
         )
         # task id -> (step, attempt, item index or -1, item attempt)
         self.pending: dict[str, tuple[str, int, int, int]] = {}
@@ -277,6 +275,26 @@ class _Run:
         self.item_errors: dict[str, dict[int, str]] = {}
         self.wall_offset = time.time() - time.monotonic()
         self.dispatcher: Dispatcher | None = None
+
+    # -- admission ---------------------------------------------------------------------
+
+    def _admit_step(self, name: str, running: Collection[str]) -> bool:
+        return self._global_room() and self.engine._admit(name, running)
+
+    def _global_room(self) -> bool:
+        """Whether one more task fits under ``set_max_parallel_tasks``.
+
+        The machines decide several dispatches before any is sent, so this run's tasks
+        are counted from its machines (sent or not), other runs' from the global count.
+        """
+        limit = global_limit.limit
+        if limit is None:
+            return True
+        sent = len(self.dispatcher.outstanding) if self.dispatcher is not None else 0
+        others = max(0, global_limit.in_flight - sent)
+        own = sum(1 for n in self.machine.running if self.dag.nodes[n].kind != "map")
+        own += sum(len(state.machine.running) for state in self.maps.values())
+        return others + own < limit
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -425,7 +443,7 @@ class _Run:
             plan,
             error_mode=ErrorHandlingMode.CONTINUE_ON_ERROR,
             max_in_flight=node.max_parallel,
-            admit=lambda _name, _running: global_limit.has_room(),
+            admit=lambda _name, _running: self._global_room(),
         )
         state = _MapState(node, attempt, items, machine)
         self.maps[node.name] = state
@@ -524,7 +542,10 @@ class _Run:
         if result.is_err:
             if result.error is not None:
                 self.exceptions[name] = result.error
-            actions = self.machine.failed(name, attempt, format_error(result.error), now)
+            error = format_error(result.error)
+            actions = self.machine.failed(
+                name, attempt, error, now, retryable=not error.startswith("UnknownTaskError")
+            )
             await self._apply(None, actions)
             return
         try:

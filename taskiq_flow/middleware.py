@@ -1,22 +1,32 @@
 """``PipelineMiddleware``: the worker side of taskiq-flow.
 
-Add it to the broker in every process that runs pipeline tasks (the engine adds it to
+Add it to the broker in every process that runs pipeline tasks (the library adds it to
 the broker it drives when it is missing, so one-process setups need nothing)::
 
     broker.add_middlewares(PipelineMiddleware())
 
-For tasks that belong to a pipeline run it injects ``PipelineContext`` into a parameter
-annotated with it, and after the result is saved it tells the run's driver that the task
-finished (see ``taskiq_flow.completions``) and calls ``on_step_complete``.
+For tasks that belong to a pipeline run it
+
+- waits out a retry's delay before the task runs (the message stays unacknowledged, so a
+  worker that dies meanwhile loses nothing);
+- injects ``PipelineContext`` into a parameter annotated with it;
+- after the result is saved, tells the run's driver (dataflow runs) or advances the run
+  itself (sequential runs), then calls ``on_step_complete``;
+- turns a task name this worker does not know into a failed step
+  (``UnknownTaskError``), where taskiq alone would drop the message and leave the run
+  waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.decor import AsyncTaskiqDecoratedTask
 from taskiq.exceptions import NoResultError
 
 from taskiq_flow.completions import (
@@ -30,8 +40,15 @@ from taskiq_flow.completions import (
 )
 from taskiq_flow.context import PipelineContext
 from taskiq_flow.decorators import context_parameter
+from taskiq_flow.errors import UnknownTaskError
+from taskiq_flow.chains.driver import (
+    LABEL_NO_CONTEXT,
+    LABEL_NOT_BEFORE,
+    LABEL_SEQ,
+    on_step_finished,
+)
 
-__all__ = ["PipelineMiddleware", "ensure_middleware"]
+__all__ = ["PipelineMiddleware", "context_from", "ensure_middleware"]
 
 logger = logging.getLogger("taskiq_flow.middleware")
 
@@ -39,7 +56,7 @@ _NO_CONTEXT = ""
 
 
 class PipelineMiddleware(TaskiqMiddleware):
-    """Injects ``PipelineContext`` and reports finished pipeline steps to their driver.
+    """Runs the worker side of pipelines; see the module docstring.
 
     Subclass it and override ``on_step_complete`` to observe steps; call ``super()``.
     """
@@ -47,6 +64,11 @@ class PipelineMiddleware(TaskiqMiddleware):
     def __init__(self) -> None:
         super().__init__()
         self._context_params: dict[str, str] = {}
+
+    def set_broker(self, broker: AsyncBroker) -> None:
+        """Attach to ``broker``, and make unknown task names fail visibly."""
+        super().set_broker(broker)
+        _report_unknown_tasks(broker)
 
     def _context_param(self, task_name: str) -> str | None:
         cached = self._context_params.get(task_name)
@@ -56,26 +78,42 @@ class PipelineMiddleware(TaskiqMiddleware):
             cached = self._context_params[task_name] = found or _NO_CONTEXT
         return cached or None
 
-    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        """Inject ``PipelineContext`` when the task asks for it."""
-        if LABEL_RUN not in message.labels:
+    async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Wait out a retry delay; inject ``PipelineContext`` when the task asks for it."""
+        labels = message.labels
+        if LABEL_RUN not in labels and LABEL_SEQ not in labels:
             return message
-        param = self._context_param(message.task_name)
-        if param is not None and param not in message.kwargs:
-            message.kwargs[param] = context_from(message, self.broker)
+        not_before = labels.get(LABEL_NOT_BEFORE)
+        if not_before is not None:
+            delay = float(not_before) - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if not labels.get(LABEL_NO_CONTEXT):
+            param = self._context_param(message.task_name)
+            if param is not None and param not in message.kwargs:
+                message.kwargs[param] = context_from(message, self.broker)
         return message
 
     async def post_save(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Report the finished step to its run."""
-        run_id = message.labels.get(LABEL_RUN)
-        if run_id is None or isinstance(result.error, NoResultError):
+        """Report the finished step to its run, or advance a sequential run."""
+        labels = message.labels
+        if isinstance(result.error, NoResultError):
             return
-        try:
-            await publish_completion(self.broker, str(run_id), message.task_id, result)
-        except Exception:
-            # The driver's safety net (its step timeout or the result backend) still
-            # sees the result; a failed notification must not fail the task.
-            logger.exception("could not report completion of task %s", message.task_id)
+        if LABEL_SEQ in labels:
+            # Errors propagate: the message stays unacknowledged and is redelivered,
+            # so a run never silently stops because Redis blinked.
+            await on_step_finished(self.broker, message, result)
+        elif LABEL_RUN in labels:
+            try:
+                await publish_completion(
+                    self.broker, str(labels[LABEL_RUN]), message.task_id, result
+                )
+            except Exception:
+                # The driver still sees the result through its fallbacks (step timeout,
+                # result backend); a failed notification must not fail the task.
+                logger.exception("could not report completion of task %s", message.task_id)
+        else:
+            return
         try:
             await self.on_step_complete(context_from(message, self.broker), result)
         except Exception:
@@ -90,7 +128,7 @@ def context_from(message: TaskiqMessage, broker: AsyncBroker) -> PipelineContext
     labels = message.labels
     started = labels.get(LABEL_STARTED)
     return PipelineContext(
-        pipeline_id=str(labels.get(LABEL_RUN, "")),
+        pipeline_id=str(labels.get(LABEL_RUN) or labels.get(LABEL_SEQ) or ""),
         step_index=int(labels.get(LABEL_STEP, 0)),
         task_id=message.task_id,
         execution_mode=labels.get(LABEL_MODE, "parallel"),
@@ -105,3 +143,31 @@ def ensure_middleware(broker: AsyncBroker) -> None:
     """Add ``PipelineMiddleware`` to ``broker`` unless it already has one."""
     if not any(isinstance(m, PipelineMiddleware) for m in broker.middlewares):
         broker.add_middlewares(PipelineMiddleware())
+
+
+def _report_unknown_tasks(broker: AsyncBroker) -> None:
+    """Make ``broker.find_task`` answer an unknown name with a task that fails.
+
+    taskiq drops a message whose task it cannot find, so the run that sent it would wait
+    forever. With this, the message runs a stand-in that raises ``UnknownTaskError``; the
+    failure is saved and reported like any other.
+    """
+    if getattr(broker, "_taskiq_flow_unknown_tasks", False):
+        return
+    original = broker.find_task
+
+    def find_task(task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
+        found = original(task_name)
+        if found is not None:
+            return found
+
+        def unknown(*_args: Any, **_kwargs: Any) -> None:
+            raise UnknownTaskError(task_name, "this worker")
+
+        unknown.__name__ = "unknown_task"
+        return AsyncTaskiqDecoratedTask(
+            broker=broker, task_name=task_name, original_func=unknown, labels={}
+        )
+
+    broker.find_task = find_task  # type: ignore[method-assign]
+    broker._taskiq_flow_unknown_tasks = True  # type: ignore[attr-defined]

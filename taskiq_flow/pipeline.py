@@ -13,6 +13,7 @@ from taskiq_flow.dataflow.dag import DAG, DAGNode
 from taskiq_flow.errors import EmptyPipelineError, ErrorHandlingMode, TaskDefinitionError
 from taskiq_flow.execution_engine import ExecutionEngine, ExecutionReport, ItemProgress
 from taskiq_flow.mapreduce import MapReduce, MapReduceResult, MapResult
+from taskiq_flow.visualization.ascii import render_ascii
 
 __all__ = ["DataflowPipeline"]
 
@@ -288,5 +289,5 @@ class DataflowPipeline:
         return self.build_dag().to_dot(self.name or "pipeline")
 
     def print_dag(self) -> None:
-        """Print the DAG's levels."""
-        self.build_dag().print()
+        """Print the DAG as text: levels, what each step reads and feeds."""
+        print(render_ascii(self.build_dag()))  # noqa: T201 - printing is the point

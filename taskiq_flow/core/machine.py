@@ -176,6 +176,8 @@ class RunMachine:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``tick`` has something to do."""
+        if self.outcome is not None:
+            return None
         while self._timers and not self._timer_live(*self._timers[0]):
             heapq.heappop(self._timers)
         candidates = [t for t in (self.deadline,) if t is not None]
@@ -199,6 +201,7 @@ class RunMachine:
         return {
             "startedAt": self.started_at,
             "deadline": self.deadline,
+            "timedOut": self.timed_out,
             "outcome": None
             if self.outcome is None
             else {
@@ -225,6 +228,7 @@ class RunMachine:
         """Load a ``snapshot()``; steps in flight stay in flight (their results will come)."""
         self.started_at = snapshot.get("startedAt")
         self.deadline = snapshot.get("deadline")
+        self.timed_out = bool(snapshot.get("timedOut", False))
         done = snapshot.get("outcome")
         if done is not None:
             self.outcome = Finish(RunOutcome(done["outcome"]), done["reason"], done["failedNode"])

@@ -239,7 +239,7 @@ class DAG:
             label = f"{node.name}\\n→ {', '.join(node.outputs)}"
             lines.append(f'  "{node.name}" [label="{label}"];')
         for ext in self.external_inputs:
-            lines.append(f'  "{ext}" [shape=ellipse, style=dashed];')
+            lines.append(f'  "input:{ext}" [label="{ext}", shape=ellipse, style=dashed];')
         for node in self.topological_sort():
             for dep in self.plan.deps(node.name):
                 data = ", ".join(self._edge_data(dep, node))
@@ -247,7 +247,7 @@ class DAG:
                 lines.append(f'  "{dep}" -> "{node.name}"{attr};')
             for inp in node.consumed:
                 if inp in self.data and self.data[inp].producer is None:
-                    lines.append(f'  "{inp}" -> "{node.name}" [style=dashed];')
+                    lines.append(f'  "input:{inp}" -> "{node.name}" [style=dashed];')
         lines.append("}")
         return "\n".join(lines)
 

@@ -1,0 +1,543 @@
+"""The worker side of sequential pipelines: whoever finishes a step sends the next one.
+
+No process waits for a step: the ``PipelineMiddleware`` calls ``on_step_finished`` after a
+step's result is saved, and that call advances the run through the scheduling core — the
+chain is a ``Plan`` whose step *i* waits for step *i - 1*; the machine is rebuilt from the
+message's labels (which step, which attempt, when it began), fed the outcome, and its
+actions carried out: send the next step, retry this one later, or finish the run.
+
+A map, filter or group step sends one message per item. Items do not wait for each other
+either: each finished item records its result with ``SequenceStore.item_done`` (atomic and
+idempotent), sends the item ``max_parallel`` places after it when some are held back, and
+the one that completes the count advances the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from taskiq import AsyncBroker, TaskiqMessage, TaskiqResult
+from taskiq.kicker import AsyncKicker
+
+from taskiq_flow.completions import (
+    LABEL_ATTEMPT,
+    LABEL_MODE,
+    LABEL_NODE,
+    LABEL_STARTED,
+    LABEL_STEP,
+    publish_completion,
+)
+from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
+from taskiq_flow.errors import format_error
+from taskiq_flow.chains.spec import SequenceSpec, StepSpec
+from taskiq_flow.chains.store import SequenceStore, store_for
+
+__all__ = [
+    "LABEL_SEQ",
+    "LABEL_SEQ_ATTEMPT",
+    "LABEL_SEQ_FIRST",
+    "LABEL_SEQ_ITEM",
+    "LABEL_SEQ_ITEM_ATTEMPT",
+    "LABEL_NOT_BEFORE",
+    "on_step_finished",
+    "start_run",
+]
+
+logger = logging.getLogger("taskiq_flow.sequential")
+
+LABEL_SEQ = "tf_seq"
+LABEL_SEQ_ATTEMPT = "tf_seq_attempt"
+LABEL_SEQ_ITEM = "tf_seq_item"
+LABEL_SEQ_ITEM_ATTEMPT = "tf_seq_item_attempt"
+LABEL_SEQ_FIRST = "tf_seq_first"
+LABEL_NOT_BEFORE = "tf_not_before"
+LABEL_NO_CONTEXT = "tf_no_context"
+
+_CACHE_SIZE = 256
+
+
+class _LRU(OrderedDict[Any, Any]):
+    """A small bounded cache: specs and fan-out inputs are read by every item."""
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > _CACHE_SIZE:
+            self.popitem(last=False)
+
+
+_specs = _LRU()
+_inputs = _LRU()
+
+
+class _Run:
+    """What one finished message tells about its run."""
+
+    def __init__(self, broker: AsyncBroker, labels: Mapping[str, Any]) -> None:
+        self.broker = broker
+        self.store: SequenceStore = store_for(broker)
+        self.run_id = str(labels[LABEL_SEQ])
+        self.step = int(labels.get(LABEL_STEP, 0))
+        self.attempt = int(labels.get(LABEL_SEQ_ATTEMPT, 1))
+        self.item = int(labels.get(LABEL_SEQ_ITEM, -1))
+        self.item_attempt = int(labels.get(LABEL_SEQ_ITEM_ATTEMPT, 1))
+        self.started_at = float(labels.get(LABEL_STARTED, time.time()))
+        self.first_started = float(labels.get(LABEL_SEQ_FIRST, self.started_at))
+
+
+async def _spec(store: SequenceStore, run_id: str) -> SequenceSpec | None:
+    spec = _specs.get(run_id)
+    if spec is None:
+        raw = await store.load_spec(run_id)
+        if raw is None:
+            return None
+        spec = SequenceSpec.from_json(raw)
+        _specs.put(run_id, spec)
+    return spec
+
+
+def _task_id(run_id: str, step: int, attempt: int, item: int, item_attempt: int) -> str:
+    task_id = f"{run_id}.{step}.{attempt}"
+    if item >= 0:
+        task_id += f".{item}"
+        if item_attempt > 1:
+            task_id += f".{item_attempt}"
+    return task_id
+
+
+async def _kick(
+    broker: AsyncBroker,
+    spec: SequenceSpec,
+    run_id: str,
+    step_index: int,
+    attempt: int,
+    value: Any,
+    *,
+    started_at: float,
+    first_started: float,
+    item: int = -1,
+    item_attempt: int = 1,
+    not_before: float | None = None,
+) -> None:
+    step = spec.steps[step_index]
+    task_name = step.tasks[item] if step.kind == "group" else step.tasks[0]
+    task = broker.find_task(task_name)
+    labels: dict[str, Any] = dict(getattr(task, "labels", None) or {})
+    labels.update(
+        {
+            LABEL_SEQ: run_id,
+            LABEL_STEP: step_index,
+            LABEL_SEQ_ATTEMPT: attempt,
+            LABEL_SEQ_ITEM: item,
+            LABEL_SEQ_ITEM_ATTEMPT: item_attempt,
+            LABEL_SEQ_FIRST: first_started,
+            LABEL_STARTED: started_at,
+            LABEL_MODE: "sequential",
+            LABEL_NODE: step.name,
+            LABEL_ATTEMPT: item_attempt if item >= 0 else attempt,
+        }
+    )
+    if not spec.context:
+        labels[LABEL_NO_CONTEXT] = True
+    if not_before is not None:
+        labels[LABEL_NOT_BEFORE] = not_before
+    if spec.timeout is not None:
+        # The worker cancels a step that would outlive the whole pipeline's deadline.
+        remaining = max(started_at + spec.timeout - time.time(), 0.001)
+        own = labels.get("timeout")
+        labels["timeout"] = remaining if own is None else min(float(own), remaining)
+    args: tuple[Any, ...] = ()
+    kwargs = dict(step.kwargs)
+    if step.param is not None:
+        kwargs[step.param] = value
+    else:
+        args = (value,)
+    kicker: AsyncKicker[Any, Any] = AsyncKicker(task_name=task_name, broker=broker, labels=labels)
+    await kicker.with_task_id(_task_id(run_id, step_index, attempt, item, item_attempt)).kiq(
+        *args, **kwargs
+    )
+
+
+def _machine(spec: SequenceSpec, run: _Run, now: float) -> RunMachine:
+    """The chain's state machine, as it stands while ``run.step`` is in flight."""
+    machine = RunMachine(spec.plan(), error_mode=spec.error_mode, timeout=spec.timeout)
+    nodes: dict[str, dict[str, Any]] = {}
+    for index in range(len(spec.steps)):
+        if index < run.step:
+            nodes[str(index)] = {"phase": "Succeeded", "attempt": 1}
+        elif index == run.step:
+            nodes[str(index)] = {
+                "phase": "Running",
+                "attempt": run.attempt,
+                "firstStarted": run.first_started,
+                "started": now,
+            }
+        else:
+            nodes[str(index)] = {"phase": "Pending", "attempt": 0}
+    machine.restore(
+        {
+            "startedAt": run.started_at,
+            "deadline": None if spec.timeout is None else run.started_at + spec.timeout,
+            "outcome": None,
+            "nodes": nodes,
+        }
+    )
+    return machine
+
+
+async def start_run(
+    broker: AsyncBroker, run_id: str, spec: SequenceSpec, data: Any, started_at: float
+) -> None:
+    """Client side: save the spec and send the first step."""
+    store = store_for(broker)
+    await store.save_spec(run_id, spec.to_json())
+    _specs.put(run_id, spec)
+    await _start_step(broker, store, spec, run_id, 0, 1, data, started_at, started_at)
+
+
+async def _start_step(
+    broker: AsyncBroker,
+    store: SequenceStore,
+    spec: SequenceSpec,
+    run_id: str,
+    index: int,
+    attempt: int,
+    value: Any,
+    started_at: float,
+    first_started: float,
+) -> None:
+    step = spec.steps[index]
+    await store.update(run_id, {"step": index, "step_name": step.name})
+    if not step.fans_out:
+        await _kick(
+            broker,
+            spec,
+            run_id,
+            index,
+            attempt,
+            value,
+            started_at=started_at,
+            first_started=first_started,
+        )
+        return
+    if step.kind == "group":
+        count = len(step.tasks)
+        items: Sequence[Any] = [value] * count
+    else:
+        if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
+            await _finish(
+                broker,
+                store,
+                run_id,
+                started_at,
+                index,
+                error=(
+                    f"TypeError: {step.kind} step {step.name!r} needs a list, "
+                    f"got {type(value).__name__}"
+                ),
+            )
+            return
+        items = list(value)
+        count = len(items)
+        await store.save_input(run_id, index, items)
+        _inputs.put((run_id, index), items)
+    if count == 0:
+        await _advance(broker, store, spec, run_id, index, attempt, [], started_at, first_started)
+        return
+    window = count if step.max_parallel is None else min(count, step.max_parallel)
+    for item in range(window):
+        await _kick(
+            broker,
+            spec,
+            run_id,
+            index,
+            attempt,
+            items[item],
+            item=item,
+            started_at=started_at,
+            first_started=first_started,
+        )
+
+
+async def on_step_finished(
+    broker: AsyncBroker, message: TaskiqMessage, result: TaskiqResult[Any]
+) -> None:
+    """Worker side: a sequential step (or item) finished; move the run on."""
+    run = _Run(broker, message.labels)
+    spec = await _spec(run.store, run.run_id)
+    if spec is None:
+        logger.error("sequential run %s is unknown or expired; dropping its step", run.run_id)
+        return
+    if await run.store.is_finished(run.run_id):
+        return  # a late result of a run that already ended (failed, timed out, cancelled)
+    if run.item >= 0:
+        await _item_finished(run, spec, message, result)
+    elif result.is_err:
+        await _step_failed(run, spec, message, format_error(result.error))
+    else:
+        await _advance(
+            broker,
+            run.store,
+            spec,
+            run.run_id,
+            run.step,
+            run.attempt,
+            result.return_value,
+            run.started_at,
+            run.first_started,
+            run,
+        )
+
+
+async def _item_finished(
+    run: _Run, spec: SequenceSpec, message: TaskiqMessage, result: TaskiqResult[Any]
+) -> None:
+    step = spec.steps[run.step]
+    now = time.time()
+    if result.is_err:
+        error = format_error(result.error)
+        retry_at = None
+        if not _is_unknown_task(error):
+            retry_at = spec.retry_policy.next_retry_at(
+                run.item_attempt, run.first_started, now, random.random()
+            )
+        if retry_at is not None:
+            given = message.kwargs.get(step.param) if step.param else message.args[0]
+            await _kick(
+                run.broker,
+                spec,
+                run.run_id,
+                run.step,
+                run.attempt,
+                given,
+                started_at=run.started_at,
+                first_started=run.first_started,
+                item=run.item,
+                item_attempt=run.item_attempt + 1,
+                not_before=retry_at,
+            )
+            return
+        if spec.on_error != "continue":
+            await _finish(
+                run.broker,
+                run.store,
+                run.run_id,
+                run.started_at,
+                run.step,
+                error=f"item {run.item}: {error}",
+            )
+            return
+        payload: dict[str, Any] = {"ok": False, "e": error}
+    else:
+        payload = {"ok": True, "v": result.return_value}
+    new, done = await run.store.item_done(run.run_id, run.step, run.attempt, run.item, payload)
+    total = len(step.tasks) if step.kind == "group" else None
+    items: list[Any] | None = None
+    if step.kind != "group":
+        items = await _fanout_input(run)
+        total = len(items)
+    assert total is not None
+    if items is not None and step.max_parallel is not None:
+        # Item i's completion sends item i + window: every held-back item gets exactly one
+        # sender, and at most `window` items are in flight. A redelivered item (not new)
+        # sends its successor only if that has no result yet, so duplicates cannot cascade.
+        following = run.item + step.max_parallel
+        if following < total and (
+            new or not await run.store.has_item(run.run_id, run.step, run.attempt, following)
+        ):
+            await _kick(
+                run.broker,
+                spec,
+                run.run_id,
+                run.step,
+                run.attempt,
+                items[following],
+                started_at=run.started_at,
+                first_started=run.first_started,
+                item=following,
+            )
+    if done < total:
+        return
+    results = await run.store.items(run.run_id, run.step, run.attempt)
+    ordered = [results[i] for i in sorted(results)]
+    failures = {i: p["e"] for i, p in sorted(results.items()) if not p["ok"]}
+    if failures:
+        await run.store.update(run.run_id, {f"item_errors_{run.step}": failures})
+    if step.kind == "filter":
+        assert items is not None
+        value: Any = [items[i] for i in sorted(results) if results[i]["ok"] and results[i]["v"]]
+    else:
+        value = [p["v"] for p in ordered if p["ok"]]
+    await _advance(
+        run.broker,
+        run.store,
+        spec,
+        run.run_id,
+        run.step,
+        run.attempt,
+        value,
+        run.started_at,
+        run.first_started,
+        run,
+    )
+
+
+async def _fanout_input(run: _Run) -> list[Any]:
+    key = (run.run_id, run.step)
+    items = _inputs.get(key)
+    if items is None:
+        items = list(await run.store.load_input(run.run_id, run.step) or [])
+        _inputs.put(key, items)
+    return items
+
+
+async def _advance(
+    broker: AsyncBroker,
+    store: SequenceStore,
+    spec: SequenceSpec,
+    run_id: str,
+    index: int,
+    attempt: int,
+    value: Any,
+    started_at: float,
+    first_started: float,
+    run: _Run | None = None,
+) -> None:
+    """Step ``index`` produced ``value``: ask the core what comes next, and do it."""
+    await store.record_output(run_id, index, value)
+    now = time.time()
+    state = run or _Run(
+        broker,
+        {
+            LABEL_SEQ: run_id,
+            LABEL_STEP: index,
+            LABEL_SEQ_ATTEMPT: attempt,
+            LABEL_STARTED: started_at,
+            LABEL_SEQ_FIRST: first_started,
+        },
+    )
+    machine = _machine(spec, state, now)
+    actions = machine.tick(now) or machine.succeeded(str(index), attempt, now)
+    await _carry_out(broker, store, spec, run_id, actions, value, started_at, index)
+
+
+async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, error: str) -> None:
+    now = time.time()
+    machine = _machine(spec, run, now)
+    actions = machine.tick(now) or machine.failed(
+        str(run.step), run.attempt, error, now, retryable=not _is_unknown_task(error)
+    )
+    step = spec.steps[run.step]
+    given = (
+        message.kwargs.get(step.param)
+        if step.param
+        else (message.args[0] if message.args else None)
+    )
+    for action in actions:
+        if isinstance(action, Retry):
+            await _kick(
+                run.broker,
+                spec,
+                run.run_id,
+                run.step,
+                action.attempt,
+                given,
+                started_at=run.started_at,
+                first_started=run.first_started,
+                not_before=action.at,
+            )
+            await run.store.update(run.run_id, {"retrying": step.name, "error": error})
+            return
+    # "continue": the failed step is skipped and its input flows on to the next step.
+    await run.store.update(run.run_id, {f"error_{run.step}": error})
+    await _carry_out(
+        run.broker, run.store, spec, run.run_id, actions, given, run.started_at, run.step, error
+    )
+
+
+async def _carry_out(
+    broker: AsyncBroker,
+    store: SequenceStore,
+    spec: SequenceSpec,
+    run_id: str,
+    actions: Sequence[Any],
+    value: Any,
+    started_at: float,
+    index: int,
+    error: str | None = None,
+) -> None:
+    for action in actions:
+        if isinstance(action, Dispatch):
+            now = time.time()
+            await _start_step(
+                broker,
+                store,
+                spec,
+                run_id,
+                int(action.node),
+                action.attempt,
+                value,
+                started_at,
+                now,
+            )
+        elif isinstance(action, Finish):
+            if action.outcome is RunOutcome.SUCCEEDED:
+                await _finish(broker, store, run_id, started_at, index, value=value)
+            else:
+                timed_out = action.failed_node is None
+                failed = index if timed_out else int(str(action.failed_node))
+                await _finish(
+                    broker,
+                    store,
+                    run_id,
+                    started_at,
+                    failed,
+                    error=action.reason if timed_out else (error or action.reason),
+                    timed_out=timed_out,
+                )
+
+
+async def _finish(
+    broker: AsyncBroker,
+    store: SequenceStore,
+    run_id: str,
+    started_at: float,
+    step: int,
+    *,
+    value: Any = None,
+    error: str | None = None,
+    timed_out: bool = False,
+) -> None:
+    """End the run once: record it, store the final result under the run's id, notify."""
+    if not await store.finish_once(run_id):
+        return
+    now = time.time()
+    ok = error is None
+    fields: dict[str, Any] = {"phase": "Succeeded" if ok else "Failed", "finished_at": now}
+    if not ok:
+        spec = _specs.get(run_id)
+        name = spec.steps[step].name if spec is not None and step < len(spec.steps) else None
+        fields.update(
+            {"failed_step": name, "failed_index": step, "error": error, "timed_out": timed_out}
+        )
+    await store.update(run_id, fields)
+    result: TaskiqResult[Any] = TaskiqResult(
+        is_err=not ok,
+        return_value=value if ok else None,
+        error=None if ok else RuntimeError(error),
+        execution_time=now - started_at,
+    )
+    try:
+        await broker.result_backend.set_result(run_id, result)
+    except Exception:  # the run's own record above is what clients read first
+        logger.exception("could not store the final result of run %s", run_id)
+    await publish_completion(broker, run_id, run_id, result)
+
+
+def _is_unknown_task(error: str) -> bool:
+    return error.startswith("UnknownTaskError")

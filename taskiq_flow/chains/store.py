@@ -1,0 +1,273 @@
+"""Where a sequential run's state lives between steps: in the process, or in Redis.
+
+A sequential run advances on the workers: whoever finishes a step sends the next one. So
+what a worker needs — the pipeline's spec, the outputs so far, the results of a map's
+items — must be where every worker sees it. ``store_for(broker)`` picks Redis for a
+taskiq-redis broker and the process's memory otherwise.
+
+Map items complete through ``item_done``: an atomic "set this item's result unless it is
+already set, then count the results". A redelivered item therefore never counts twice,
+and exactly one completion sees the count reach the total.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from taskiq import AsyncBroker
+
+from taskiq_flow.completions import redis_pool_of
+
+__all__ = ["MemorySequenceStore", "RedisSequenceStore", "SequenceStore", "store_for"]
+
+PREFIX = "taskiq_flow:seq:"
+# State outlives a finished run long enough to be read back, then Redis drops it.
+TTL_SECONDS = 86_400
+
+
+class SequenceStore(ABC):
+    """The state of sequential runs."""
+
+    @abstractmethod
+    async def save_spec(self, run: str, spec: str) -> None:
+        """Store the run's spec (JSON) and mark it Running."""
+
+    @abstractmethod
+    async def load_spec(self, run: str) -> str | None:
+        """The run's spec, or ``None`` when unknown or expired."""
+
+    @abstractmethod
+    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
+        """Set status fields (phase, step, failed_step, error, timestamps)."""
+
+    @abstractmethod
+    async def status(self, run: str) -> dict[str, Any]:
+        """The status fields and ``outputs`` (``{step index: output}``)."""
+
+    @abstractmethod
+    async def record_output(self, run: str, step: int, value: Any) -> None:
+        """Keep a finished step's output (the partial results)."""
+
+    @abstractmethod
+    async def item_done(
+        self, run: str, step: int, attempt: int, index: int, payload: Any
+    ) -> tuple[bool, int]:
+        """Record an item's result unless already recorded; ``(was new, results so far)``."""
+
+    @abstractmethod
+    async def items(self, run: str, step: int, attempt: int) -> dict[int, Any]:
+        """Every recorded item result of a fan-out step."""
+
+    @abstractmethod
+    async def has_item(self, run: str, step: int, attempt: int, index: int) -> bool:
+        """Whether item ``index`` of a fan-out step has a recorded result."""
+
+    @abstractmethod
+    async def save_input(self, run: str, step: int, value: Any) -> None:
+        """Keep the list a fan-out step sends item by item."""
+
+    @abstractmethod
+    async def load_input(self, run: str, step: int) -> Any:
+        """The list saved by ``save_input``."""
+
+    @abstractmethod
+    async def finish_once(self, run: str) -> bool:
+        """True for the first caller only: that caller finalises the run."""
+
+    @abstractmethod
+    async def is_finished(self, run: str) -> bool:
+        """Whether the run has been finalised (succeeded, failed or cancelled)."""
+
+    @abstractmethod
+    async def delete(self, run: str) -> None:
+        """Forget the run."""
+
+
+class MemorySequenceStore(SequenceStore):
+    """State in this process: for ``InMemoryBroker`` pipelines."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, str] = {}
+        self._status: dict[str, dict[str, Any]] = {}
+        self._outputs: dict[str, dict[int, Any]] = {}
+        self._items: dict[tuple[str, int, int], dict[int, Any]] = {}
+        self._finished: set[str] = set()
+        self._inputs: dict[tuple[str, int], Any] = {}
+
+    async def save_spec(self, run: str, spec: str) -> None:
+        self._specs[run] = spec
+        self._status[run] = {"phase": "Running", "step": 0}
+        self._outputs[run] = {}
+
+    async def load_spec(self, run: str) -> str | None:
+        return self._specs.get(run)
+
+    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
+        self._status.setdefault(run, {}).update(fields)
+
+    async def status(self, run: str) -> dict[str, Any]:
+        if run not in self._status:
+            return {}
+        return {**self._status[run], "outputs": dict(self._outputs.get(run, {}))}
+
+    async def record_output(self, run: str, step: int, value: Any) -> None:
+        self._outputs.setdefault(run, {})[step] = value
+
+    async def item_done(
+        self, run: str, step: int, attempt: int, index: int, payload: Any
+    ) -> tuple[bool, int]:
+        results = self._items.setdefault((run, step, attempt), {})
+        new = index not in results
+        if new:
+            results[index] = payload
+        return new, len(results)
+
+    async def items(self, run: str, step: int, attempt: int) -> dict[int, Any]:
+        return dict(self._items.get((run, step, attempt), {}))
+
+    async def has_item(self, run: str, step: int, attempt: int, index: int) -> bool:
+        return index in self._items.get((run, step, attempt), {})
+
+    async def save_input(self, run: str, step: int, value: Any) -> None:
+        self._inputs[(run, step)] = value
+
+    async def load_input(self, run: str, step: int) -> Any:
+        return self._inputs.get((run, step))
+
+    async def finish_once(self, run: str) -> bool:
+        if run in self._finished:
+            return False
+        self._finished.add(run)
+        return True
+
+    async def is_finished(self, run: str) -> bool:
+        return run in self._finished
+
+    async def delete(self, run: str) -> None:
+        self._specs.pop(run, None)
+        self._status.pop(run, None)
+        self._outputs.pop(run, None)
+        self._finished.discard(run)
+        for key in [k for k in self._items if k[0] == run]:
+            del self._items[key]
+        for input_key in [k for k in self._inputs if k[0] == run]:
+            del self._inputs[input_key]
+
+
+class RedisSequenceStore(SequenceStore):
+    """State in Redis, shared by every worker and client of a taskiq-redis broker."""
+
+    def __init__(self, broker: AsyncBroker, pool: Any, ttl_seconds: int = TTL_SECONDS) -> None:
+        self.serializer = broker.serializer
+        self.pool = pool
+        self.ttl = ttl_seconds
+
+    def _redis(self) -> Any:
+        from redis.asyncio import Redis
+
+        return Redis(connection_pool=self.pool)
+
+    def _dump(self, value: Any) -> bytes:
+        return self.serializer.dumpb(value)
+
+    def _load(self, raw: bytes) -> Any:
+        return self.serializer.loadb(raw)
+
+    async def save_spec(self, run: str, spec: str) -> None:
+        async with self._redis() as redis:
+            pipe = redis.pipeline(transaction=False)
+            pipe.set(f"{PREFIX}{run}:spec", spec, ex=self.ttl)
+            pipe.hset(
+                f"{PREFIX}{run}:state",
+                mapping={"phase": self._dump("Running"), "step": self._dump(0)},
+            )
+            pipe.expire(f"{PREFIX}{run}:state", self.ttl)
+            await pipe.execute()
+
+    async def load_spec(self, run: str) -> str | None:
+        async with self._redis() as redis:
+            raw = await redis.get(f"{PREFIX}{run}:spec")
+        return None if raw is None else raw.decode()
+
+    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
+        async with self._redis() as redis:
+            pipe = redis.pipeline(transaction=False)
+            pipe.hset(f"{PREFIX}{run}:state", mapping={k: self._dump(v) for k, v in fields.items()})
+            pipe.expire(f"{PREFIX}{run}:state", self.ttl)
+            await pipe.execute()
+
+    async def status(self, run: str) -> dict[str, Any]:
+        async with self._redis() as redis:
+            pipe = redis.pipeline(transaction=False)
+            pipe.hgetall(f"{PREFIX}{run}:state")
+            pipe.hgetall(f"{PREFIX}{run}:outputs")
+            state, outputs = await pipe.execute()
+        if not state:
+            return {}
+        result = {k.decode(): self._load(v) for k, v in state.items()}
+        result["outputs"] = {int(k): self._load(v) for k, v in outputs.items()}
+        return result
+
+    async def record_output(self, run: str, step: int, value: Any) -> None:
+        async with self._redis() as redis:
+            pipe = redis.pipeline(transaction=False)
+            pipe.hset(f"{PREFIX}{run}:outputs", str(step), self._dump(value))
+            pipe.expire(f"{PREFIX}{run}:outputs", self.ttl)
+            await pipe.execute()
+
+    async def item_done(
+        self, run: str, step: int, attempt: int, index: int, payload: Any
+    ) -> tuple[bool, int]:
+        key = f"{PREFIX}{run}:items:{step}:{attempt}"
+        async with self._redis() as redis:
+            pipe = redis.pipeline(transaction=True)  # MULTI: set-if-new and count, atomically
+            pipe.hsetnx(key, str(index), self._dump(payload))
+            pipe.hlen(key)
+            pipe.expire(key, self.ttl)
+            new, count, _ = await pipe.execute()
+        return bool(new), int(count)
+
+    async def items(self, run: str, step: int, attempt: int) -> dict[int, Any]:
+        async with self._redis() as redis:
+            raw = await redis.hgetall(f"{PREFIX}{run}:items:{step}:{attempt}")
+        return {int(k): self._load(v) for k, v in raw.items()}
+
+    async def has_item(self, run: str, step: int, attempt: int, index: int) -> bool:
+        async with self._redis() as redis:
+            return bool(await redis.hexists(f"{PREFIX}{run}:items:{step}:{attempt}", str(index)))
+
+    async def save_input(self, run: str, step: int, value: Any) -> None:
+        async with self._redis() as redis:
+            await redis.set(f"{PREFIX}{run}:input:{step}", self._dump(value), ex=self.ttl)
+
+    async def load_input(self, run: str, step: int) -> Any:
+        async with self._redis() as redis:
+            raw = await redis.get(f"{PREFIX}{run}:input:{step}")
+        return None if raw is None else self._load(raw)
+
+    async def finish_once(self, run: str) -> bool:
+        async with self._redis() as redis:
+            return bool(await redis.set(f"{PREFIX}{run}:finished", 1, nx=True, ex=self.ttl))
+
+    async def is_finished(self, run: str) -> bool:
+        async with self._redis() as redis:
+            return bool(await redis.exists(f"{PREFIX}{run}:finished"))
+
+    async def delete(self, run: str) -> None:
+        async with self._redis() as redis:
+            keys = [key async for key in redis.scan_iter(match=f"{PREFIX}{run}:*", count=500)]
+            if keys:
+                await redis.delete(*keys)
+
+
+_memory = MemorySequenceStore()
+
+
+def store_for(broker: AsyncBroker) -> SequenceStore:
+    """Redis for a taskiq-redis broker, this process's memory otherwise."""
+    pool = redis_pool_of(broker)
+    if pool is None:
+        return _memory
+    return RedisSequenceStore(broker, pool)
