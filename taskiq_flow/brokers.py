@@ -19,6 +19,7 @@ Requires the ``redis`` extra (``pip install taskiq-flow[redis]``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -102,10 +103,8 @@ class FlowRedisStreamBroker(RedisStreamBroker):
                 count=self.unacknowledged_batch_size,
             )
         finally:
-            try:
+            with contextlib.suppress(Exception):  # expired meanwhile: nothing to release
                 await lock.release()
-            except Exception:  # expired meanwhile: nothing to release
-                pass
         for message_id, fields in claimed[1]:
             if fields is None:  # deleted from the stream meanwhile
                 continue

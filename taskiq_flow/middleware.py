@@ -29,6 +29,12 @@ from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.decor import AsyncTaskiqDecoratedTask
 from taskiq.exceptions import NoResultError
 
+from taskiq_flow.chains.driver import (
+    LABEL_NO_CONTEXT,
+    LABEL_NOT_BEFORE,
+    LABEL_SEQ,
+    on_step_finished,
+)
 from taskiq_flow.completions import (
     LABEL_ATTEMPT,
     LABEL_MODE,
@@ -41,12 +47,6 @@ from taskiq_flow.completions import (
 from taskiq_flow.context import PipelineContext
 from taskiq_flow.decorators import context_parameter
 from taskiq_flow.errors import UnknownTaskError
-from taskiq_flow.chains.driver import (
-    LABEL_NO_CONTEXT,
-    LABEL_NOT_BEFORE,
-    LABEL_SEQ,
-    on_step_finished,
-)
 
 __all__ = ["PipelineMiddleware", "context_from", "ensure_middleware"]
 

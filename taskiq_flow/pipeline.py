@@ -290,4 +290,4 @@ class DataflowPipeline:
 
     def print_dag(self) -> None:
         """Print the DAG as text: levels, what each step reads and feeds."""
-        print(render_ascii(self.build_dag()))  # noqa: T201 - printing is the point
+        print(render_ascii(self.build_dag()))

@@ -24,6 +24,8 @@ from typing import Any
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqResult
 from taskiq.kicker import AsyncKicker
 
+from taskiq_flow.chains.spec import SequenceSpec
+from taskiq_flow.chains.store import SequenceStore, store_for
 from taskiq_flow.completions import (
     LABEL_ATTEMPT,
     LABEL_MODE,
@@ -34,8 +36,6 @@ from taskiq_flow.completions import (
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
 from taskiq_flow.errors import format_error
-from taskiq_flow.chains.spec import SequenceSpec, StepSpec
-from taskiq_flow.chains.store import SequenceStore, store_for
 
 __all__ = [
     "LABEL_SEQ",

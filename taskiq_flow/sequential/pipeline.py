@@ -15,14 +15,14 @@ from typing import Any, Self
 
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqResult
 
+from taskiq_flow.chains.driver import start_run
+from taskiq_flow.chains.spec import ErrorPolicy, SequenceSpec, StepKind, StepSpec
+from taskiq_flow.chains.store import store_for
 from taskiq_flow.completions import Completion, CompletionChannel, channel_for
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.dataflow.builder import task_name_of
 from taskiq_flow.errors import PipelineError, PipelineTimeoutError, UnknownTaskError
 from taskiq_flow.middleware import ensure_middleware
-from taskiq_flow.chains.driver import start_run
-from taskiq_flow.chains.spec import ErrorPolicy, SequenceSpec, StepKind, StepSpec
-from taskiq_flow.chains.store import store_for
 
 __all__ = ["Pipeline", "PipelineTask", "SequentialPipeline", "Task"]
 
@@ -333,6 +333,6 @@ class PipelineTask:
         )
 
 
-def Task(task_id: str, broker: AsyncBroker) -> PipelineTask:  # noqa: N802 - reads like a class
+def Task(task_id: str, broker: AsyncBroker) -> PipelineTask:
     """The handle of a run known only by its id (for example in another process)."""
     return PipelineTask(task_id, broker)
