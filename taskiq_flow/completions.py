@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ LABEL_ITEM = "tf_item"
 EVENTS_PREFIX = "taskiq_flow:events:"
 # A run's event stream outlives a crashed driver for a day, then Redis drops it.
 EVENTS_TTL_SECONDS = 86_400
+# Append only to a stream its driver opened: a late result must not recreate a closed one.
+_APPEND_IF_OPEN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'r', ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,9 @@ class CompletionChannel(ABC):
 
         ``outstanding`` are the task ids still expected (used by the polling fallback).
         """
+
+    async def start(self) -> None:  # noqa: B027 - most channels need no setup
+        """Get ready to receive; called before the first task is sent."""
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing
         """Release what the channel holds."""
@@ -120,7 +132,15 @@ class LocalChannel(CompletionChannel):
 
 
 class RedisChannel(CompletionChannel):
-    """Completions from workers, read from the run's Redis stream."""
+    """Completions from workers, read from the run's Redis stream.
+
+    ``start`` creates the stream; workers append to it only while it exists, so a result
+    that arrives after the run ended (a step abandoned by FAIL_FAST) leaves nothing behind.
+    When the stream stays quiet for ``fallback_after`` seconds, the result backend is
+    checked too: a worker without ``PipelineMiddleware`` still cannot hang a run.
+    """
+
+    fallback_after = 2.0
 
     def __init__(self, broker: AsyncBroker, pool: Any, run_id: str) -> None:
         from redis.asyncio import Redis
@@ -129,23 +149,28 @@ class RedisChannel(CompletionChannel):
         self.key = EVENTS_PREFIX + run_id
         self.redis = Redis(connection_pool=pool)
         self.last_id = "0-0"
+        self.last_heard = time.monotonic()
+
+    async def start(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.key, {b"open": b"1"})
+        pipe.expire(self.key, EVENTS_TTL_SECONDS)
+        await pipe.execute()
 
     async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
-        block = None if timeout is None else max(int(timeout * 1000), 1)
         if timeout is not None and timeout <= 0:
-            block = None
             response = await self.redis.xread({self.key: self.last_id}, count=1000)
         else:
-            # XREAD BLOCK 0 waits forever; the driver always has a reason to wake up,
-            # so cap the wait and let it loop.
-            response = await self.redis.xread(
-                {self.key: self.last_id}, count=1000, block=block or 60_000
-            )
+            # XREAD BLOCK 0 waits for ever; cap the wait so the fallback below gets a turn.
+            block = 1000 if timeout is None else max(1, min(int(timeout * 1000), 1000))
+            response = await self.redis.xread({self.key: self.last_id}, count=1000, block=block)
         completions = []
         streams: Any = response or ()
         for _stream, entries in streams:
             for entry_id, fields in entries:
                 self.last_id = entry_id
+                if b"id" not in fields:
+                    continue  # the marker written by start()
                 completions.append(
                     Completion(
                         task_id=fields[b"id"].decode(),
@@ -154,6 +179,12 @@ class RedisChannel(CompletionChannel):
                         ),
                     )
                 )
+        now = time.monotonic()
+        if completions:
+            self.last_heard = now
+        elif now - self.last_heard >= self.fallback_after:
+            self.last_heard = now
+            completions = await _ready_results(self.broker, outstanding)
         return completions
 
     async def close(self) -> None:
@@ -161,6 +192,18 @@ class RedisChannel(CompletionChannel):
             await self.redis.delete(self.key)
         finally:
             await self.redis.aclose(close_connection_pool=False)
+
+
+async def _ready_results(broker: AsyncBroker, task_ids: Iterable[str]) -> list[Completion]:
+    """Results already in the result backend (the slow path: one round trip per id)."""
+    backend = broker.result_backend
+    if isinstance(backend, DummyResultBackend):
+        return []
+    done = []
+    for task_id in list(task_ids)[:100]:
+        if await backend.is_result_ready(task_id):
+            done.append(Completion(task_id, await backend.get_result(task_id)))
+    return done
 
 
 # -- anything else ----------------------------------------------------------------------
@@ -219,9 +262,5 @@ async def publish_completion(
     from redis.asyncio import Redis
 
     payload = broker.serializer.dumpb(result.model_dump(mode="json"))
-    key = EVENTS_PREFIX + run_id
     async with Redis(connection_pool=pool) as redis:
-        pipe = redis.pipeline(transaction=False)
-        pipe.xadd(key, {b"id": task_id.encode(), b"r": payload})
-        pipe.expire(key, EVENTS_TTL_SECONDS)
-        await pipe.execute()
+        await redis.eval(_APPEND_IF_OPEN, 1, EVENTS_PREFIX + run_id, task_id, payload)

@@ -56,6 +56,7 @@ class Dispatcher:
     async def __aenter__(self) -> Self:
         ensure_middleware(self.broker)
         self._channel = channel_for(self.broker, self.run_id)
+        await self._channel.start()
         return self
 
     async def __aexit__(

@@ -180,7 +180,7 @@ class Pipeline:
         self._runs += 1
         self.pipeline_id = run_id
         handle = PipelineTask(run_id, self.broker, self.step_names)
-        handle.open()  # listen before the first step can finish
+        await handle.open()  # listen before the first step can finish
         await start_run(self.broker, run_id, self.spec, data, time.time())
         return handle
 
@@ -220,15 +220,21 @@ class PipelineTask:
         """The run's id (the same as ``task_id``)."""
         return self.task_id
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Start listening for the run's end."""
         if self._channel is None:
             self._channel = channel_for(self.broker, self.task_id)
+            await self._channel.start()
 
     async def get_status(self) -> dict[str, Any]:
         """The run's record: ``phase`` (Running, Succeeded, Failed), ``step``,
         ``step_name``, ``failed_step``, ``error`` and ``outputs`` by step index."""
-        self._status = await store_for(self.broker).status(self.task_id)
+        store = store_for(self.broker)
+        if not self.step_names:  # a handle built from the id alone: name steps from the spec
+            raw = await store.load_spec(self.task_id)
+            if raw is not None:
+                self.step_names = _unique([s.name for s in SequenceSpec.from_json(raw).steps])
+        self._status = await store.status(self.task_id)
         return dict(self._status)
 
     @property
@@ -282,7 +288,7 @@ class PipelineTask:
         return self._result
 
     async def _wait(self) -> None:
-        self.open()
+        await self.open()
         assert self._channel is not None
         try:
             while True:
