@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from taskiq import AckableMessage
+from taskiq import AckableMessage, BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT_MS", "FlowRedisStreamBroker"]
@@ -58,6 +58,22 @@ class FlowRedisStreamBroker(RedisStreamBroker):
             **kwargs,
         )
         self.reclaim_interval = reclaim_interval
+        # One client for sends and acks: taskiq-redis builds a new ``Redis`` object for
+        # each, which costs more than the round trip itself.
+        self._client = Redis(connection_pool=self.connection_pool)
+
+    async def kick(self, message: BrokerMessage) -> None:
+        """Append ``message`` to its stream."""
+        queue_name = message.labels.get("queue_name") or self.queue_name
+        await self._client.xadd(
+            queue_name, {b"data": message.message}, maxlen=self.maxlen, approximate=self.approximate
+        )
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            await self._client.xack(queue_name, self.consumer_group_name, id)
+
+        return ack
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         """New messages first; then, at most once per interval, other workers' stale ones."""

@@ -87,6 +87,8 @@ class TaskiqFlowError(TaskiqError):
     def __init__(self, message: str) -> None:
         super().__init__()
         self.message = message
+        # ``args`` are what taskiq ships across processes and calls the class with again.
+        self.args = (message,)
 
     def __str__(self) -> str:
         return self.message
@@ -107,6 +109,7 @@ class EmptyPipelineError(DAGError):
             "No DAG built: the pipeline has no tasks; "
             "add some with from_tasks() or add_dataflow_task()"
         )
+        self.args = ()
 
 
 class CycleError(DAGError):
@@ -116,6 +119,7 @@ class CycleError(DAGError):
         self.cycle = list(cycle)
         path = " → ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
         super().__init__(f"Deadlock detected: circular dependency {path}")
+        self.args = (self.cycle,)
 
 
 class DuplicateOutputError(DAGError):
@@ -127,6 +131,7 @@ class DuplicateOutputError(DAGError):
         super().__init__(
             f"output {output!r} is produced by more than one task: {', '.join(self.producers)}"
         )
+        self.args = (output, self.producers)
 
 
 class DuplicateNodeError(DAGError):
@@ -135,6 +140,7 @@ class DuplicateNodeError(DAGError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"two steps are named {name!r}; give one of them another name")
+        self.args = (name,)
 
 
 class MissingInputsError(DAGError):
@@ -146,6 +152,7 @@ class MissingInputsError(DAGError):
         super().__init__(
             "missing inputs: nothing produces and the caller did not pass " + "; ".join(parts)
         )
+        self.args = (self.missing,)
 
 
 class UnknownDependencyError(DAGError):
@@ -155,6 +162,7 @@ class UnknownDependencyError(DAGError):
         self.node = node
         self.missing_dependency = missing
         super().__init__(f"step {node!r} depends on {missing!r}, which is not a step")
+        self.args = (node, missing)
 
 
 class TaskDefinitionError(TaskiqFlowError):
@@ -167,6 +175,7 @@ class UnknownTaskError(TaskiqFlowError):
     def __init__(self, task_name: str, where: str = "the broker") -> None:
         self.task_name = task_name
         super().__init__(f"unknown task {task_name!r}: {where} defines no task of that name")
+        self.args = (task_name, where)
 
 
 class PipelineError(TaskiqFlowError):

@@ -186,6 +186,7 @@ class ExecutionEngine:
             executor.resource_profiles = profiles
         self.plan = self._plan_with_timeouts()
         self._report: ExecutionReport | None = None
+        self._current: _Run | None = None
 
     def _plan_with_timeouts(self) -> Plan:
         if self.task_timeout is None:
@@ -215,10 +216,20 @@ class ExecutionEngine:
         given = dict(inputs or {})
         self.dag.validate(given)
         run = _Run(self, given, pipeline_id or uuid.uuid4().hex)
+        self._current = run
         try:
             return await run.execute()
         finally:
+            self._current = None
             self._report = run.report()
+
+    def current_report(self) -> ExecutionReport | None:
+        """A report of the run in progress (``None`` when none is), for live progress.
+
+        Call it from the event loop that runs ``execute``.
+        """
+        run = self._current
+        return None if run is None else run.report()
 
     def get_execution_report(self) -> ExecutionReport:
         """The report of the last run (raises ``RuntimeError`` before any run)."""

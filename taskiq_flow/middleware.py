@@ -114,6 +114,8 @@ class PipelineMiddleware(TaskiqMiddleware):
                 logger.exception("could not report completion of task %s", message.task_id)
         else:
             return
+        if type(self).on_step_complete is PipelineMiddleware.on_step_complete:
+            return  # not overridden: skip building a context for nobody
         try:
             await self.on_step_complete(context_from(message, self.broker), result)
         except Exception:

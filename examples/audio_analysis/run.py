@@ -1,6 +1,6 @@
 """Run the audio analysis in this process, on taskiq's InMemoryBroker (no Redis needed).
 
-    python examples/audio_analysis/run.py track1.mp3 track2.mp3
+python examples/audio_analysis/run.py track1.mp3 track2.mp3
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from taskiq import InMemoryBroker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tasks import TASKS  # noqa: E402
+from tasks import TASKS
 
-from taskiq_flow import DataflowPipeline  # noqa: E402
+from taskiq_flow import DataflowPipeline
 
 
 async def main(paths: list[str]) -> dict[str, object]:

@@ -14,6 +14,7 @@ the one that completes the count advances the run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -59,6 +60,9 @@ LABEL_NOT_BEFORE = "tf_not_before"
 LABEL_NO_CONTEXT = "tf_no_context"
 
 _CACHE_SIZE = 256
+# A fan-out step sends its items this many at a time, concurrently (on as many pooled
+# connections): a 1,000-item map is not 1,000 round trips one after another.
+_KICK_BATCH = 64
 
 
 class _LRU(OrderedDict[Any, Any]):
@@ -210,9 +214,12 @@ async def _start_step(
     value: Any,
     started_at: float,
     first_started: float,
+    output: tuple[int, Any] | None = None,
 ) -> None:
     step = spec.steps[index]
-    await store.update(run_id, {"step": index, "step_name": step.name})
+    # The previous step's output (when there is one) is recorded in the same round trip.
+    outputs = None if output is None else {output[0]: output[1]}
+    await store.update(run_id, {"step": index, "step_name": step.name}, outputs)
     if not step.fans_out:
         await _kick(
             broker,
@@ -250,17 +257,22 @@ async def _start_step(
         await _advance(broker, store, spec, run_id, index, attempt, [], started_at, first_started)
         return
     window = count if step.max_parallel is None else min(count, step.max_parallel)
-    for item in range(window):
-        await _kick(
-            broker,
-            spec,
-            run_id,
-            index,
-            attempt,
-            items[item],
-            item=item,
-            started_at=started_at,
-            first_started=first_started,
+    for first in range(0, window, _KICK_BATCH):
+        await asyncio.gather(
+            *(
+                _kick(
+                    broker,
+                    spec,
+                    run_id,
+                    index,
+                    attempt,
+                    items[item],
+                    item=item,
+                    started_at=started_at,
+                    first_started=first_started,
+                )
+                for item in range(first, min(first + _KICK_BATCH, window))
+            )
         )
 
 
@@ -365,7 +377,8 @@ async def _item_finished(
         return
     results = await run.store.items(run.run_id, run.step, run.attempt)
     ordered = [results[i] for i in sorted(results)]
-    failures = {i: p["e"] for i, p in sorted(results.items()) if not p["ok"]}
+    # String keys: what a JSON round trip through Redis gives back, so both stores agree.
+    failures = {str(i): p["e"] for i, p in sorted(results.items()) if not p["ok"]}
     if failures:
         await run.store.update(run.run_id, {f"item_errors_{run.step}": failures})
     if step.kind == "filter":
@@ -408,8 +421,10 @@ async def _advance(
     first_started: float,
     run: _Run | None = None,
 ) -> None:
-    """Step ``index`` produced ``value``: ask the core what comes next, and do it."""
-    await store.record_output(run_id, index, value)
+    """Step ``index`` produced ``value``: ask the core what comes next, and do it.
+
+    The output is recorded with the next step's start, or before the run finishes.
+    """
     now = time.time()
     state = run or _Run(
         broker,
@@ -423,7 +438,11 @@ async def _advance(
     )
     machine = _machine(spec, state, now)
     actions = machine.tick(now) or machine.succeeded(str(index), attempt, now)
-    await _carry_out(broker, store, spec, run_id, actions, value, started_at, index)
+    if not any(isinstance(action, Dispatch) for action in actions):
+        await store.record_output(run_id, index, value)
+    await _carry_out(
+        broker, store, spec, run_id, actions, value, started_at, index, output=(index, value)
+    )
 
 
 async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, error: str) -> None:
@@ -470,6 +489,7 @@ async def _carry_out(
     started_at: float,
     index: int,
     error: str | None = None,
+    output: tuple[int, Any] | None = None,
 ) -> None:
     for action in actions:
         if isinstance(action, Dispatch):
@@ -484,6 +504,7 @@ async def _carry_out(
                 value,
                 started_at,
                 now,
+                output,
             )
         elif isinstance(action, Finish):
             if action.outcome is RunOutcome.SUCCEEDED:

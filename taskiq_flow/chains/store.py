@@ -39,8 +39,11 @@ class SequenceStore(ABC):
         """The run's spec, or ``None`` when unknown or expired."""
 
     @abstractmethod
-    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
-        """Set status fields (phase, step, failed_step, error, timestamps)."""
+    async def update(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> None:
+        """Set status fields (phase, step, failed_step, error, timestamps), and record
+        ``outputs`` of finished steps (by index) with them."""
 
     @abstractmethod
     async def status(self, run: str) -> dict[str, Any]:
@@ -104,8 +107,12 @@ class MemorySequenceStore(SequenceStore):
     async def load_spec(self, run: str) -> str | None:
         return self._specs.get(run)
 
-    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
+    async def update(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> None:
         self._status.setdefault(run, {}).update(fields)
+        if outputs:
+            self._outputs.setdefault(run, {}).update(outputs)
 
     async def status(self, run: str) -> dict[str, Any]:
         if run not in self._status:
@@ -164,10 +171,8 @@ class RedisSequenceStore(SequenceStore):
         self.pool = pool
         self.ttl = ttl_seconds
 
-    def _redis(self) -> Any:
-        from redis.asyncio import Redis
-
-        return Redis(connection_pool=self.pool)
+    def _redis(self) -> _Borrowed:
+        return _Borrowed(_client_of(self.pool))
 
     def _dump(self, value: Any) -> bytes:
         return self.serializer.dumpb(value)
@@ -191,11 +196,19 @@ class RedisSequenceStore(SequenceStore):
             raw = await redis.get(f"{PREFIX}{run}:spec")
         return None if raw is None else raw.decode()
 
-    async def update(self, run: str, fields: Mapping[str, Any]) -> None:
+    async def update(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> None:
         async with self._redis() as redis:
             pipe = redis.pipeline(transaction=False)
             pipe.hset(f"{PREFIX}{run}:state", mapping={k: self._dump(v) for k, v in fields.items()})
             pipe.expire(f"{PREFIX}{run}:state", self.ttl)
+            if outputs:
+                pipe.hset(
+                    f"{PREFIX}{run}:outputs",
+                    mapping={str(k): self._dump(v) for k, v in outputs.items()},
+                )
+                pipe.expire(f"{PREFIX}{run}:outputs", self.ttl)
             await pipe.execute()
 
     async def status(self, run: str) -> dict[str, Any]:
@@ -260,6 +273,37 @@ class RedisSequenceStore(SequenceStore):
             keys = [key async for key in redis.scan_iter(match=f"{PREFIX}{run}:*", count=500)]
             if keys:
                 await redis.delete(*keys)
+
+
+class _Borrowed:
+    """``async with`` for a shared client: hands it out, closes nothing on exit."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Any:
+        return self.client
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
+def _client_of(pool: Any) -> Any:
+    """One redis-py client per connection pool, kept on the pool.
+
+    Building a ``Redis`` object costs more than a round trip to a local Redis (it fills
+    its table of response callbacks), and a step makes several: so every store op of a
+    pool shares one client. Commands still take a connection from the pool each time.
+    """
+    client = getattr(pool, "_taskiq_flow_client", None)
+    if client is None:
+        from redis.asyncio import Redis
+
+        client = Redis(connection_pool=pool)
+        pool._taskiq_flow_client = client
+    return client
 
 
 _memory = MemorySequenceStore()

@@ -9,7 +9,12 @@ from typing import Any, Literal
 from taskiq_flow.core.plan import NodeSpec, Plan
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.dataflow.node import DataNode
-from taskiq_flow.errors import DuplicateOutputError, EmptyPipelineError, MissingInputsError
+from taskiq_flow.errors import (
+    CycleError,
+    DuplicateOutputError,
+    EmptyPipelineError,
+    MissingInputsError,
+)
 
 __all__ = ["DAG", "DAGNode", "NodeKind"]
 
@@ -116,6 +121,8 @@ class DAG:
                         continue  # its default will be used
                     data = self.data[name] = DataNode(name)
                 data.consumers.append(node.name)
+                if data.producer == node.name and name in node.consumed:
+                    raise CycleError([node.name])  # a step cannot wait for its own output
                 if data.producer is not None and data.producer != node.name:
                     deps.append(data.producer)
             deps.extend(node.depends_on)

@@ -27,13 +27,17 @@ def test_top_level_names_are_pinned() -> None:
             "MapReduceResult",
             "MapResult",
             "MissingInputsError",
+            "Pipeline",
             "PipelineContext",
             "PipelineError",
             "PipelineMiddleware",
+            "PipelineTask",
             "PipelineTimeoutError",
             "ReduceResult",
             "ResourceAwareExecutor",
+            "SequentialPipeline",
             "StepTimeoutError",
+            "Task",
             "TaskiqFlowError",
             "UnknownTaskError",
             "__version__",
@@ -62,8 +66,10 @@ def test_guide_module_paths_exist() -> None:
     from taskiq_flow.visualization import DAGVisualizer, MermaidGenerator
 
     assert DataCache is taskiq_flow.DataCache
-    assert DAG is taskiq_flow.DAG and DAGNode is taskiq_flow.DAGNode
-    assert DataNode is taskiq_flow.DataNode and DataflowRegistry is taskiq_flow.DataflowRegistry
+    assert DAG is taskiq_flow.DAG
+    assert DAGNode is taskiq_flow.DAGNode
+    assert DataNode is taskiq_flow.DataNode
+    assert DataflowRegistry is taskiq_flow.DataflowRegistry
     assert pipeline_task is taskiq_flow.pipeline_task
     assert pipeline_task_multi_output is taskiq_flow.pipeline_task_multi_output
     assert ErrorHandlingMode.FAIL_FAST.value == "FAIL_FAST"

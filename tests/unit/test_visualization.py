@@ -53,7 +53,8 @@ def test_json_and_cytoscape_exports(diamond: DAG) -> None:
     assert data["levels"] == [["a"], ["b", "c"], ["d"], ["e"]]
     assert data["external_inputs"] == ["source"]
     cyto = viz.to_cytoscape_json()["elements"]
-    assert len(cyto["nodes"]) == 5 and len(cyto["edges"]) == 5
+    assert len(cyto["nodes"]) == 5
+    assert len(cyto["edges"]) == 5
     assert cyto["edges"][0]["data"]["source"] == "a"
 
 

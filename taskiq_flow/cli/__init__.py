@@ -1,0 +1,1 @@
+"""The ``taskiq-flow`` command line (``taskiq_flow.cli.main:main``)."""

@@ -1,0 +1,245 @@
+"""``taskiq-flow run``: run a Pipeline on this machine, in-process or on Redis workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from taskiq import AsyncBroker, InMemoryBroker
+
+from taskiq_flow.cli.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    add_import_paths,
+    compile_request,
+    fail,
+    load_request,
+    queue_name,
+)
+from taskiq_flow.cli.output import print_result
+from taskiq_flow.cli.progress import ProgressMode, RunProgress
+from taskiq_flow.errors import DAGError, ErrorHandlingMode, PipelineError
+from taskiq_flow.execution_engine import ExecutionEngine
+from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
+from taskiq_flow.manifests.problems import ManifestError, Problem
+from taskiq_flow.manifests.runs import RunRequest
+from taskiq_flow.manifests.status import run_status
+
+__all__ = ["parse_input", "run_command"]
+
+_HELP = """Run the Pipeline in FILE... (and the PipelineRun, if the files hold one).
+
+\b
+In-process by default: every task runs in this process, nothing else is needed.
+With --broker redis://HOST:PORT/DB the tasks go to the Redis stream
+"taskiq-flow:<pipeline name>"; start workers for it separately:
+    taskiq-flow worker MODULE... --broker redis://... --queue taskiq-flow:<pipeline name>
+
+\b
+The task modules (spec.worker.modules) are imported from the current directory
+and from each manifest's directory.
+
+\b
+Inputs: the pipeline's defaults, then the PipelineRun's spec.inputs, then
+--input NAME=VALUE (VALUE is JSON, or else a plain string).
+
+\b
+Exit status: 0 the run succeeded, 1 it failed, 2 invalid input (manifest,
+inputs, unknown task).
+"""
+
+
+def parse_input(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` → ``(NAME, value)``; VALUE is JSON, or else the plain string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--input")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value
+
+
+def _broker(url: str | None, queue: str, settings: RunSettings) -> AsyncBroker:
+    if url is None:
+        # The engine learns of finished tasks through its own channel, not the result
+        # backend, so the in-memory result store's size does not matter.
+        return InMemoryBroker(
+            sync_tasks_pool_size=max(4, settings.parallelism), max_async_tasks=10_000
+        )
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail([Problem("--broker", f"unsupported broker URL {url!r}: use redis://HOST:PORT/DB")])
+    try:
+        from taskiq_redis import RedisStreamBroker
+    except ImportError:
+        fail(
+            [
+                Problem(
+                    "--broker",
+                    "the Redis broker needs taskiq-redis: pip install 'taskiq-flow[redis]'",
+                )
+            ]
+        )
+    # consumer_id="0": the consumer group starts at the beginning of the stream, so tasks
+    # sent before any worker is up wait for one. With taskiq-redis's default "$" a group
+    # created later starts at the end of the stream and those tasks are never delivered.
+    return RedisStreamBroker(url, queue_name=queue, consumer_id="0")
+
+
+def _run_id(run_name: str | None, pipeline: str) -> str:
+    """The PipelineRun's name; a generateName prefix (``audio-``) gets a random suffix."""
+    if run_name is None:
+        return f"{pipeline}-{uuid.uuid4().hex[:8]}"
+    if run_name.endswith("*"):
+        return f"{run_name[:-1]}{uuid.uuid4().hex[:5]}"
+    return run_name
+
+
+def _progress_mode(choice: str, console: Console) -> ProgressMode:
+    if choice == "auto":
+        return "live" if console.is_terminal else "plain"
+    return choice  # type: ignore[return-value]
+
+
+async def _execute(
+    compiled: CompiledPipeline,
+    request: RunRequest,
+    inputs: dict[str, Any],
+    broker_url: str | None,
+    output: str,
+    progress: str,
+) -> int:
+    settings = compiled.settings(request.run)
+    queue = queue_name(compiled.name)
+    broker = _broker(broker_url, queue, settings)
+    err = Console(stderr=True)
+    out = Console()
+    run_id = _run_id(request.run_name, compiled.name)
+    if broker_url is not None:
+        modules = " ".join(compiled.spec.worker.modules)
+        click.echo(
+            f"sending tasks to queue {queue} on {broker_url}; workers: "
+            f"taskiq-flow worker {modules} --broker {broker_url} --queue {queue}",
+            err=True,
+        )
+    try:
+        await broker.startup()
+    except Exception as exc:
+        click.echo(f"error: cannot start the broker at {broker_url}: {exc}", err=True)
+        return EXIT_FAILED
+    mode = _progress_mode(progress, err)
+    engine = ExecutionEngine(
+        broker,
+        compiled.dag,
+        max_parallel=settings.parallelism,
+        error_mode=settings.error_mode,
+        timeout=settings.timeout,
+    )
+    display = RunProgress(engine, err, mode)
+    engine.progress_callback = display.on_items
+    outputs: dict[str, Any]
+    try:
+        outputs = await display.run(engine.execute(inputs, run_id))
+    except PipelineError as exc:
+        outputs = exc.partial_results
+    finally:
+        await broker.shutdown()
+    report = engine.get_execution_report()
+    limits = {n.name: n.max_parallel for n in compiled.dag.nodes.values() if n.kind == "map"}
+    status = run_status(report, max_parallel=limits)
+    print_result(output, outputs, status, out)
+    failed = {name: step.error for name, step in report.steps.items() if step.status == "Failed"}
+    duration = f" in {report.duration:.2f}s" if report.duration is not None else ""
+    if report.status == "Succeeded":
+        if failed and settings.error_mode is ErrorHandlingMode.SKIP_FAILED:
+            for name, error in failed.items():
+                click.echo(f"warning: step {name!r} failed and was skipped: {error}", err=True)
+        click.echo(f"run {run_id} Succeeded{duration} ({status.progress} steps)", err=True)
+        return EXIT_OK
+    click.echo(f"run {run_id} {report.status}{duration}: {report.reason}", err=True)
+    for name, error in failed.items():
+        if f"{name!r}" not in report.reason:
+            click.echo(f"  step {name!r} failed: {error}", err=True)
+    return EXIT_FAILED
+
+
+@click.command("run", help=_HELP)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--input",
+    "-i",
+    "raw_inputs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A pipeline input; VALUE is JSON, or else a plain string. Repeatable.",
+)
+@click.option(
+    "--broker",
+    "broker_url",
+    metavar="URL",
+    default=None,
+    help="redis://... to run on Redis workers (default: in-process).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="How to print the outputs; json and yaml add the run's status.",
+)
+@click.option("--pipeline", "pipeline", metavar="NAME", help="Which Pipeline, when several.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "live", "plain", "none"]),
+    default="auto",
+    show_default=True,
+    help="Live table on a terminal, plain lines otherwise (auto), or nothing.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress (same as --progress none).")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also show taskiq's own log (tracebacks of failures)."
+)
+def run_command(
+    files: Sequence[str],
+    raw_inputs: Sequence[str],
+    broker_url: str | None,
+    output: str,
+    pipeline: str | None,
+    progress: str,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    if not verbose:
+        # In-process, taskiq logs every failed attempt with its traceback; the progress
+        # display and the summary already say what failed.
+        logging.getLogger("taskiq").setLevel(logging.CRITICAL)
+    given = dict(parse_input(text) for text in raw_inputs)
+    loaded = load_request(files, pipeline)
+    request = loaded.request
+    add_import_paths(files)
+    compiled, _resolver = compile_request(request, resolve=True)
+    try:
+        inputs = compiled.run_inputs(request.run.inputs if request.run else None, given)
+    except ManifestError as exc:
+        document = request.run_document or request.document
+        fail([p.located(document.file, document.label) for p in exc.problems])
+    try:
+        code = asyncio.run(
+            _execute(compiled, request, inputs, broker_url, output, "none" if quiet else progress)
+        )
+    except DAGError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = EXIT_INVALID
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    raise SystemExit(code)
