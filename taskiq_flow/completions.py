@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ class CompletionChannel(ABC):
 
 # -- in one process --------------------------------------------------------------------
 
-_local_queues: dict[str, asyncio.Queue[Completion]] = {}
+# Held weakly: a handle nobody waits on any more must not keep its queue alive for ever.
+_local_channels: weakref.WeakValueDictionary[str, LocalChannel] = weakref.WeakValueDictionary()
 
 
 class LocalChannel(CompletionChannel):
@@ -107,7 +109,7 @@ class LocalChannel(CompletionChannel):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.queue: asyncio.Queue[Completion] = asyncio.Queue()
-        _local_queues[run_id] = self.queue
+        _local_channels[run_id] = self
 
     async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
         if self.queue.empty():
@@ -125,7 +127,8 @@ class LocalChannel(CompletionChannel):
         return items
 
     async def close(self) -> None:
-        _local_queues.pop(self.run_id, None)
+        if _local_channels.get(self.run_id) is self:
+            del _local_channels[self.run_id]
 
 
 # -- across processes, through Redis ----------------------------------------------------
@@ -252,9 +255,9 @@ async def publish_completion(
     broker: AsyncBroker, run_id: str, task_id: str, result: TaskiqResult[Any]
 ) -> None:
     """Worker side: tell the run's driver that ``task_id`` finished."""
-    queue = _local_queues.get(run_id)
-    if queue is not None:
-        queue.put_nowait(Completion(task_id, result))
+    channel = _local_channels.get(run_id)
+    if channel is not None:
+        channel.queue.put_nowait(Completion(task_id, result))
         return
     pool = redis_pool_of(broker)
     if pool is None:

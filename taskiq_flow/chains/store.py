@@ -13,6 +13,7 @@ and exactly one completion sees the count reach the total.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,7 +92,10 @@ class SequenceStore(ABC):
 class MemorySequenceStore(SequenceStore):
     """State in this process: for ``InMemoryBroker`` pipelines."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_finished_runs: int = 10_000) -> None:
+        # Finished runs are kept for lookups by id; beyond this many the oldest go.
+        self.max_finished_runs = max_finished_runs
+        self._finish_order: deque[str] = deque()
         self._specs: dict[str, str] = {}
         self._status: dict[str, dict[str, Any]] = {}
         self._outputs: dict[str, dict[int, Any]] = {}
@@ -147,6 +151,9 @@ class MemorySequenceStore(SequenceStore):
         if run in self._finished:
             return False
         self._finished.add(run)
+        self._finish_order.append(run)
+        while len(self._finish_order) > self.max_finished_runs:
+            await self.delete(self._finish_order.popleft())
         return True
 
     async def is_finished(self, run: str) -> bool:
