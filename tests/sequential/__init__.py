@@ -1,0 +1,1 @@
+"""Sequential pipelines, in process and on real worker processes over Redis."""
