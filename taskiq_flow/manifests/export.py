@@ -1,13 +1,17 @@
 """Python pipeline objects → Pipeline manifests (``taskiq-flow export``).
 
 ``pipeline_manifest`` dispatches on the object's type (``functools.singledispatch``):
-a ``DataflowPipeline`` is supported here; other pipeline classes plug in with
-``@pipeline_manifest.register(TheClass)`` and return the manifest dict — that is the
-hook for the sequential ``Pipeline``: register its exporter beside this one.
+a ``DataflowPipeline`` and a sequential ``Pipeline`` are supported here; other pipeline
+classes plug in with ``@pipeline_manifest.register(TheClass)`` returning the manifest dict.
+
+A sequential ``Pipeline`` receives its data as the first step's first argument; in the
+manifest that argument becomes the pipeline's one input (``items`` when the first step is
+a map or filter). ``on_error("continue")`` becomes ``SkipFailed``.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from functools import singledispatch
 from typing import Any
@@ -18,6 +22,7 @@ from taskiq_flow.errors import TaskDefinitionError
 from taskiq_flow.execution_engine import SPREAD_ITEM
 from taskiq_flow.manifests.models import API_VERSION, ErrorMode, is_step_name
 from taskiq_flow.pipeline import DataflowPipeline
+from taskiq_flow.sequential.pipeline import Pipeline
 
 __all__ = ["ExportError", "manifest_name", "pipeline_manifest", "step_name"]
 
@@ -48,7 +53,7 @@ def pipeline_manifest(obj: Any, *, name: str | None = None) -> dict[str, Any]:
     """A ``Pipeline`` manifest (a dict) for a Python pipeline object."""
     raise ExportError(
         f"cannot export {type(obj).__module__}.{type(obj).__qualname__}: expected a "
-        "DataflowPipeline (or a pipeline class registered with pipeline_manifest.register)"
+        "DataflowPipeline or a Pipeline (or a class registered with pipeline_manifest.register)"
     )
 
 
@@ -138,5 +143,79 @@ def _dataflow_manifest(obj: DataflowPipeline, *, name: str | None = None) -> dic
         "apiVersion": API_VERSION,
         "kind": "Pipeline",
         "metadata": {"name": manifest_name(name or obj.name or "pipeline")},
+        "spec": spec,
+    }
+
+
+_SEQUENTIAL_ERROR_MODES = {"stop": "FailFast", "retry": "FailFast", "continue": "SkipFailed"}
+
+
+def _first_parameter(task_name: str) -> str:
+    """The parameter that receives a step's input: the task function's first one."""
+    from taskiq import AsyncBroker
+
+    task = AsyncBroker.global_task_registry.get(task_name)
+    func = getattr(task, "original_func", None)
+    if func is None:
+        return "data"
+    params = [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
+    return params[0] if params else "data"
+
+
+@pipeline_manifest.register
+def _sequential_manifest(obj: Pipeline, *, name: str | None = None) -> dict[str, Any]:
+    """A sequential ``Pipeline``: its data becomes the input the first step receives."""
+    spec_data = obj.spec
+    if not spec_data.steps:
+        raise ExportError("the pipeline has no steps")
+    policy = spec_data.retry_policy
+    names: list[str] = []
+    steps: list[dict[str, Any]] = []
+    first_input = "data"
+    for index, step in enumerate(spec_data.steps):
+        where = f"step {index} ({step.name})"
+        if step.kind == "group":
+            raise ExportError(f"{where} is a group; a manifest step runs one task")
+        if step.param is not None:
+            raise ExportError(
+                f"{where} passes the previous output as {step.param!r}; in a manifest it is "
+                "the task's first argument"
+            )
+        base = step_name(step.name)
+        label = base if base not in names else f"{base}-{index}"
+        names.append(label)
+        entry: dict[str, Any] = {"name": label, "task": step.tasks[0]}
+        if index == 0:
+            first_input = _first_parameter(step.tasks[0])
+            if step.kind == "call":
+                entry["inputs"] = [first_input]
+        if step.kind in ("map", "filter"):
+            each: dict[str, Any] = {}
+            if index == 0:
+                first_input = "items"
+                each["over"] = first_input
+            if step.max_parallel is not None:
+                each["maxParallel"] = step.max_parallel
+            entry[step.kind] = each
+        if step.kwargs:
+            entry["args"] = dict(step.kwargs)
+        retries = _retries(policy)
+        if retries is not None:
+            entry["retries"] = retries
+        steps.append(entry)
+    modules = sorted({t.split(":")[0] for s in spec_data.steps for t in s.tasks if ":" in t})
+    spec: dict[str, Any] = {
+        "mode": "sequential",
+        "worker": {"modules": modules},
+        "errorMode": _SEQUENTIAL_ERROR_MODES[spec_data.on_error],
+        "inputs": [{"name": first_input}],
+    }
+    if spec_data.timeout is not None:
+        spec["timeoutSeconds"] = spec_data.timeout
+    spec["steps"] = steps
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Pipeline",
+        "metadata": {"name": manifest_name(name or "pipeline")},
         "spec": spec,
     }

@@ -115,7 +115,10 @@ def test_json_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("reference", "message"),
     [
-        ("flows:not_a_pipeline", "cannot export builtins.int: expected a DataflowPipeline"),
+        (
+            "flows:not_a_pipeline",
+            "cannot export builtins.int: expected a DataflowPipeline or a Pipeline",
+        ),
         ("flows:missing", "'flows' has no attribute 'missing'"),
         ("nowhere:pipeline", "cannot import 'nowhere'"),
         ("flows", "'flows' is not MODULE:OBJECT"),
@@ -126,3 +129,105 @@ def test_what_cannot_be_exported(tmp_path: Path, reference: str, message: str) -
     result = taskiq_flow("export", reference, cwd=tmp_path)
     assert result.code == 2
     assert message in result.stderr
+
+
+SEQUENTIAL = textwrap.dedent("""\
+    from taskiq import InMemoryBroker
+    from taskiq_flow import Pipeline, task
+
+
+    @task
+    def words(text: str) -> list[str]:
+        return text.split()
+
+
+    @task
+    def is_long(word: str) -> bool:
+        return len(word) > 3
+
+
+    @task
+    def shout(word: str, suffix: str = "") -> str:
+        return word.upper() + suffix
+
+
+    @task
+    def join(parts: list[str]) -> str:
+        return " ".join(parts)
+
+
+    broker = InMemoryBroker()
+    pipeline = (
+        Pipeline(broker)
+        .call_next(words)
+        .filter(is_long)
+        .map(shout, max_parallel=2, suffix="!")
+        .call_next(join)
+        .with_retry(2, delay=0.1)
+    )
+    grouped = Pipeline(broker).group(words, join)
+    """)
+
+
+@pytest.fixture
+def sequential(tmp_path: Path) -> Iterator[Any]:
+    (tmp_path / "seqflows.py").write_text(SEQUENTIAL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield importlib.import_module("seqflows")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("seqflows", None)
+
+
+def test_a_sequential_pipeline_exports_and_runs_the_same(tmp_path: Path, sequential: Any) -> None:
+    exported = taskiq_flow("export", "seqflows:pipeline", "--name", "shouting", cwd=tmp_path)
+    assert exported.code == 0, exported.stderr
+    manifest = yaml.safe_load(exported.stdout)
+    spec = manifest["spec"]
+    assert (spec["mode"], spec["errorMode"], spec["inputs"]) == (
+        "sequential",
+        "FailFast",
+        [{"name": "text"}],
+    )
+    assert [(s["name"], s["task"]) for s in spec["steps"]] == [
+        ("words", "seqflows:words"),
+        ("is-long", "seqflows:is_long"),
+        ("shout", "seqflows:shout"),
+        ("join", "seqflows:join"),
+    ]
+    assert spec["steps"][1]["filter"] == {}
+    assert spec["steps"][2]["map"] == {"maxParallel": 2}
+    assert spec["steps"][2]["args"] == {"suffix": "!"}
+    assert spec["steps"][0]["retries"] == {"limit": 1, "delaySeconds": 0.1, "backoff": 2.0}
+    (tmp_path / "pipeline.yaml").write_text(exported.stdout)
+
+    async def in_python() -> Any:
+        broker = sequential.broker
+        await broker.startup()
+        try:
+            handle = await sequential.pipeline.kiq("a quick brown fox jumps")
+            return (await handle.wait_result(timeout=10)).return_value
+        finally:
+            await broker.shutdown()
+
+    expected = asyncio.run(in_python())
+    assert expected == "QUICK! BROWN! JUMPS!"
+    ran = taskiq_flow(
+        "run",
+        "pipeline.yaml",
+        "--input",
+        "text=a quick brown fox jumps",
+        "-o",
+        "json",
+        cwd=tmp_path,
+    )
+    assert ran.code == 0, ran.stderr
+    assert json.loads(ran.stdout)["outputs"]["join"] == expected
+
+
+def test_a_group_cannot_be_exported(tmp_path: Path) -> None:
+    (tmp_path / "seqflows.py").write_text(SEQUENTIAL)
+    result = taskiq_flow("export", "seqflows:grouped", cwd=tmp_path)
+    assert result.code == 2
+    assert "is a group; a manifest step runs one task" in result.stderr
