@@ -12,15 +12,7 @@ A failing test that used the workers gets what they logged meanwhile in its repo
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import suppress
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,61 +21,11 @@ from taskiq import AsyncBroker, InMemoryBroker
 from tests.integration.flow_tasks import REDIS_URL_ENV
 from tests.integration.worker_app import make_broker
 from tests.redis_server import running_redis
+from tests.workers import WorkerProcesses, attach_logs, watch, worker_command
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-WORKER_COMMAND = [
-    sys.executable, "-m", "taskiq", "worker",
-    "tests.integration.worker_app:broker", "tests.integration.flow_tasks",
-    "--workers", "1",
-    "--log-level", "WARNING",
-    "--shutdown-timeout", "2",
-    # Ack after the result is saved (taskiq's default, spelled out): a worker killed
-    # mid-task leaves the message pending for another worker to claim.
-    "--ack-type", "when_saved",
-]  # fmt: skip
-
-# A stream-broker worker asked to stop often never exits: its receiver cancels the
-# blocking XREADGROUP and then waits on it forever. Give it this long, then SIGKILL.
-SHUTDOWN_GRACE_SECONDS = 3.0
-
-_WORKER_LOGS = pytest.StashKey["tuple[WorkerProcesses, dict[Path, int]]"]()
-
-
-@dataclass
-class WorkerProcesses:
-    """Running ``taskiq worker`` processes and the files they log to."""
-
-    processes: list[subprocess.Popen[bytes]]
-    logs: list[Path]
-
-    def log_marks(self) -> dict[Path, int]:
-        """How much each log holds now."""
-        return {path: path.stat().st_size for path in self.logs}
-
-    def logs_since(self, marks: dict[Path, int]) -> dict[Path, str]:
-        """What each log gained after ``marks``."""
-        gained = {}
-        for path in self.logs:
-            with path.open("rb") as log:
-                log.seek(marks.get(path, 0))
-                gained[path] = log.read().decode(errors="replace")
-        return gained
-
-    def stop(self) -> None:
-        """SIGTERM, wait up to the grace period, then SIGKILL what is left."""
-        for process in self.processes:
-            with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        for process in self.processes:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                # Each worker leads its own process group (its child does the work).
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+WORKER_COMMAND = worker_command(
+    "tests.integration.worker_app:broker", "tests.integration.flow_tasks"
+)
 
 
 @pytest.fixture(scope="package")
@@ -106,25 +48,15 @@ def worker_processes(
     No readiness wait: the consumer group starts at the beginning of the stream
     (``consumer_id="0"``), so what the tests send before a worker is up waits for it.
     """
-    log_dir = tmp_path_factory.mktemp("workers")
-    env = {**os.environ, REDIS_URL_ENV: flow_redis}
-    workers = WorkerProcesses([], [])
+    workers = WorkerProcesses()
+    workers.spawn(
+        WORKER_COMMAND,
+        {REDIS_URL_ENV: flow_redis},
+        tmp_path_factory.mktemp("workers"),
+        "worker",
+        2,
+    )
     try:
-        for number in range(2):
-            log_path = log_dir / f"worker-{number}.log"
-            with log_path.open("wb") as log:
-                workers.processes.append(
-                    subprocess.Popen(
-                        WORKER_COMMAND,
-                        cwd=REPO_ROOT,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-            workers.logs.append(log_path)
         yield workers
     finally:
         workers.stop()
@@ -138,8 +70,7 @@ def backend(
     # Tasks that count attempts find Redis here, in this process and in the workers.
     monkeypatch.setenv(REDIS_URL_ENV, flow_redis)
     if request.param == "redis":
-        workers: WorkerProcesses = request.getfixturevalue("worker_processes")
-        request.node.stash[_WORKER_LOGS] = (workers, workers.log_marks())
+        watch(request, request.getfixturevalue("worker_processes"))
     return str(request.param)
 
 
@@ -158,9 +89,5 @@ async def flow_broker(backend: str, flow_redis: str) -> AsyncIterator[AsyncBroke
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     """Attach the workers' logs of the test to the report of a failed test."""
     report = yield
-    logs = item.stash.get(_WORKER_LOGS, None)
-    if report.failed and logs is not None:
-        workers, marks = logs
-        for path, text in workers.logs_since(marks).items():
-            report.sections.append((f"{path.name} (during this test)", text or "(nothing)"))
+    attach_logs(item, report)
     return report

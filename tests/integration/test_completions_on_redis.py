@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from taskiq_flow import DataflowPipeline
 from taskiq_flow.completions import EVENTS_PREFIX
 from tests.integration import flow_tasks as ft
-from tests.integration.conftest import WorkerProcesses
 from tests.integration.worker_app import make_broker
+from tests.workers import WorkerProcesses
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,15 +13,9 @@ or limit their slots. A failing test gets what the workers logged meanwhile in i
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,68 +31,19 @@ from tests.sequential.seq_worker_app import (
     QUEUE_ENV,
     make_broker,
 )
+from tests.workers import WorkerProcesses, attach_logs, watch, worker_command
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-WORKER_COMMAND = [
-    sys.executable, "-m", "taskiq", "worker",
-    "tests.sequential.seq_worker_app:broker", "tests.sequential.seq_tasks",
-    "--workers", "1",
-    "--log-level", "WARNING",
-    "--shutdown-timeout", "2",
-    # Acknowledge after the result is saved (taskiq's default, spelled out): a worker
-    # killed mid-task leaves the message pending for another worker to reclaim.
-    "--ack-type", "when_saved",
-]  # fmt: skip
-
-# A stream-broker worker asked to stop may never exit (its receiver cancels the blocking
-# XREADGROUP and waits on it). Give it this long, then SIGKILL its process group.
-SHUTDOWN_GRACE_SECONDS = 3.0
-
-_WORKER_LOGS = pytest.StashKey["list[tuple[Workers, dict[Path, int]]]"]()
+WORKER_COMMAND = worker_command(
+    "tests.sequential.seq_worker_app:broker", "tests.sequential.seq_tasks"
+)
 
 
 @dataclass
-class Workers:
-    """Running ``taskiq worker`` processes (each leads its process group) and their logs."""
+class Workers(WorkerProcesses):
+    """Worker processes serving one queue, with the idle timeout they redeliver after."""
 
-    queue: str
-    idle_ms: int
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def log_marks(self) -> dict[Path, int]:
-        """How much each log holds now."""
-        return {path: path.stat().st_size for path in self.logs}
-
-    def logs_since(self, marks: dict[Path, int]) -> dict[Path, str]:
-        """What each log gained after ``marks``."""
-        gained = {}
-        for path in self.logs:
-            with path.open("rb") as log:
-                log.seek(marks.get(path, 0))
-                gained[path] = log.read().decode(errors="replace")
-        return gained
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL a worker: its manager process and the child that runs the tasks."""
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM, wait up to the grace period, then SIGKILL what is left."""
-        for process in self.processes:
-            with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        for process in self.processes:
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            # The manager may be gone while its child lingers: end the whole group.
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    queue: str = DEFAULT_QUEUE
+    idle_ms: int = DEFAULT_IDLE_MS
 
 
 def spawn_workers(
@@ -115,32 +60,10 @@ def spawn_workers(
     No readiness wait: the consumer group starts at the beginning of the stream, so
     what a test sends before a worker is up waits for it.
     """
-    env = {**os.environ, REDIS_URL_ENV: url, QUEUE_ENV: queue, IDLE_MS_ENV: str(idle_ms)}
-    workers = Workers(queue, idle_ms)
-    try:
-        for number in range(count):
-            log_path = log_dir / f"{queue}-worker-{number}.log"
-            with log_path.open("wb") as log:
-                workers.processes.append(
-                    subprocess.Popen(
-                        [*WORKER_COMMAND, *extra_args],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-            workers.logs.append(log_path)
-    except BaseException:
-        workers.stop()
-        raise
+    workers = Workers(queue=queue, idle_ms=idle_ms)
+    env = {REDIS_URL_ENV: url, QUEUE_ENV: queue, IDLE_MS_ENV: str(idle_ms)}
+    workers.spawn([*WORKER_COMMAND, *extra_args], env, log_dir, f"{queue}-worker", count)
     return workers
-
-
-def _watch(request: pytest.FixtureRequest, workers: Workers) -> None:
-    request.node.stash.setdefault(_WORKER_LOGS, []).append((workers, workers.log_marks()))
 
 
 @pytest.fixture(scope="package")
@@ -176,7 +99,7 @@ def start_workers(
         options.setdefault("queue", f"taskiq-seq-{uuid.uuid4().hex[:8]}")
         workers = spawn_workers(seq_redis, tmp_path, **options)
         started.append(workers)
-        _watch(request, workers)
+        watch(request, workers)
         return workers
 
     try:
@@ -192,7 +115,7 @@ def backend(request: pytest.FixtureRequest, seq_redis: str, monkeypatch: pytest.
     # Tasks that count find Redis here, in this process and in the workers.
     monkeypatch.setenv(REDIS_URL_ENV, seq_redis)
     if request.param == "redis":
-        _watch(request, request.getfixturevalue("seq_workers"))
+        watch(request, request.getfixturevalue("seq_workers"))
     return str(request.param)
 
 
@@ -217,8 +140,5 @@ def key() -> str:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     """Attach the workers' logs of the test to the report of a failed test."""
     report = yield
-    if report.failed:
-        for workers, marks in item.stash.get(_WORKER_LOGS, []):
-            for path, text in workers.logs_since(marks).items():
-                report.sections.append((f"{path.name} (during this test)", text or "(nothing)"))
+    attach_logs(item, report)
     return report

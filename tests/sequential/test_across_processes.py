@@ -21,8 +21,9 @@ import taskiq_flow
 from taskiq_flow import Pipeline, PipelineError, Task
 from taskiq_flow.brokers import FlowRedisStreamBroker
 from tests.sequential import seq_tasks as st
-from tests.sequential.conftest import REPO_ROOT, Workers
+from tests.sequential.conftest import Workers
 from tests.sequential.seq_worker_app import make_broker
+from tests.workers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(90)
 
