@@ -17,12 +17,21 @@ from taskiq_flow.errors import (
     UnknownTaskError,
 )
 from taskiq_flow.execution_engine import ExecutionEngine, ExecutionReport
+from taskiq_flow.hooks import HookManager, TrackingEventBroadcaster
 from taskiq_flow.mapreduce import MapReduce, MapReduceResult, MapResult, ReduceResult
 from taskiq_flow.middleware import PipelineMiddleware
 from taskiq_flow.optimization.parallel import ResourceAwareExecutor, set_max_parallel_tasks
 from taskiq_flow.pipeline import DataflowPipeline
+from taskiq_flow.scheduling import PipelineScheduler
 from taskiq_flow.sequential import Pipeline, PipelineTask, SequentialPipeline, Task
 from taskiq_flow.tasks import task
+from taskiq_flow.tracking import (
+    InMemoryPipelineStorage,
+    PipelineStatus,
+    PipelineTrackingManager,
+    RedisPipelineStorage,
+    StepStatus,
+)
 
 __version__ = "0.1.0"
 
@@ -41,6 +50,8 @@ __all__ = [
     "ErrorHandlingMode",
     "ExecutionEngine",
     "ExecutionReport",
+    "HookManager",
+    "InMemoryPipelineStorage",
     "MapReduce",
     "MapReduceResult",
     "MapResult",
@@ -49,14 +60,20 @@ __all__ = [
     "PipelineError",
     "Pipeline",
     "PipelineMiddleware",
+    "PipelineScheduler",
+    "PipelineStatus",
     "PipelineTask",
     "PipelineTimeoutError",
+    "PipelineTrackingManager",
+    "RedisPipelineStorage",
     "ReduceResult",
     "ResourceAwareExecutor",
     "SequentialPipeline",
+    "StepStatus",
     "StepTimeoutError",
     "Task",
     "TaskiqFlowError",
+    "TrackingEventBroadcaster",
     "UnknownTaskError",
     "__version__",
     "pipeline_task",

@@ -42,6 +42,7 @@ from taskiq_flow.errors import (
     UnknownTaskError,
 )
 from taskiq_flow.optimization.parallel import ResourceAwareExecutor, global_limit
+from taskiq_flow.tracking.observer import RunObserver
 
 __all__ = ["SPREAD_ITEM", "ExecutionEngine", "ExecutionReport", "ItemProgress", "StepReport"]
 
@@ -157,8 +158,10 @@ class ExecutionEngine:
         execution_mode: str = "parallel",
         progress_callback: ProgressCallback | None = None,
         executor: ResourceAwareExecutor | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.broker = broker
+        self.observer = observer  # tracking: told of each run's and step's start and end
         self.dag = dag
         self.max_parallel = max_parallel
         self.error_mode = ErrorHandlingMode.parse(error_mode)
@@ -312,6 +315,32 @@ class _Run:
     async def execute(self) -> dict[str, Any]:
         clock = asyncio.get_running_loop().time
         self.wall_offset = time.time() - clock()
+        observer = self.engine.observer
+        if observer is not None:
+            observer.run_started(self.run_id, "dataflow", list(self.engine.plan.order))
+        try:
+            await self._loop(clock)
+            outcome = self._outcome()
+        except BaseException as exc:
+            if observer is not None:
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                await observer.run_finished(
+                    self.run_id,
+                    "CANCELLED" if cancelled else "FAILED",
+                    error="cancelled" if cancelled else format_error(exc),
+                )
+            raise
+        if observer is not None:
+            finish = self.machine.outcome
+            if finish is None or finish.outcome is RunOutcome.SUCCEEDED:
+                await observer.run_finished(self.run_id, "COMPLETED", result=outcome)
+            else:  # CONTINUE_ON_ERROR: outputs are returned, but steps failed
+                await observer.run_finished(
+                    self.run_id, "FAILED", result=outcome, error=finish.reason
+                )
+        return outcome
+
+    async def _loop(self, clock: Callable[[], float]) -> None:
         async with Dispatcher(
             self.engine.broker, self.run_id, mode=self.engine.execution_mode
         ) as dispatcher:
@@ -328,7 +357,6 @@ class _Run:
                 await self._apply(None, self.machine.tick(now))
                 for state in list(self.maps.values()):
                     await self._apply(state, state.machine.tick(now))
-        return self._outcome()
 
     def _next_deadline(self) -> float | None:
         deadlines = [self.machine.next_deadline()]
@@ -395,6 +423,10 @@ class _Run:
     ) -> list[tuple[_MapState | None, Action]]:
         if isinstance(action, Dispatch):
             node = self.dag.nodes[action.node]
+            if self.engine.observer is not None and action.attempt == 1:
+                self.engine.observer.step_started(
+                    self.run_id, self.machine.plan.index[node.name], node.name
+                )
             if node.kind == "map":
                 return self._start_map(node, action.attempt)
             task_id = f"{self.run_id}.{node.name}.{action.attempt}"
@@ -406,7 +438,15 @@ class _Run:
             self.pending[task_id] = (node.name, action.attempt, -1, 1)
         elif isinstance(action, Retry | Fail | Cancel | Skip):
             self.maps.pop(action.node, None)
+            if isinstance(action, Fail) and self.engine.observer is not None:
+                self._observe_end(action.node, error=action.error)
         return []
+
+    def _observe_end(self, name: str, *, result: Any = None, error: str | None = None) -> None:
+        assert self.engine.observer is not None
+        self.engine.observer.step_finished(
+            self.run_id, self.machine.plan.index[name], name, result=result, error=error
+        )
 
     def _handle_item(
         self, state: _MapState, action: Action, kicks: list[_Kick]
@@ -484,6 +524,8 @@ class _Run:
         else:
             value = [state.results[i] for i in ordered]
         self.cache.set(node.output, value)
+        if self.engine.observer is not None:
+            self._observe_end(node.name, result=value)
         return [(None, a) for a in self.machine.succeeded(node.name, state.attempt, now)]
 
     def _step_failed(
@@ -564,6 +606,8 @@ class _Run:
         except Exception as exc:
             await self._drain(self._step_failed(name, attempt, exc, retryable=False))
             return
+        if self.engine.observer is not None:
+            self._observe_end(name, result=result.return_value)
         await self._apply(None, self.machine.succeeded(name, attempt, now))
 
     def _report_progress(self, name: str, counts: dict[str, int]) -> None:

@@ -12,7 +12,9 @@ from taskiq_flow.dataflow.builder import map_node_for_task, node_for_task
 from taskiq_flow.dataflow.dag import DAG, DAGNode
 from taskiq_flow.errors import EmptyPipelineError, ErrorHandlingMode, TaskDefinitionError
 from taskiq_flow.execution_engine import ExecutionEngine, ExecutionReport, ItemProgress
+from taskiq_flow.hooks import resolve_observer
 from taskiq_flow.mapreduce import MapReduce, MapReduceResult, MapResult
+from taskiq_flow.scheduling import PipelineScheduler, label_schedule, register_label_schedule
 from taskiq_flow.visualization.ascii import render_ascii
 
 __all__ = ["DataflowPipeline"]
@@ -52,6 +54,19 @@ class DataflowPipeline:
         self._dag: DAG | None = None
         self._engine: ExecutionEngine | None = None
         self._runs = 0
+        self.tracking: Any = None
+        self.hooks: Any = None
+        self.scheduler: PipelineScheduler | None = None
+
+    def with_tracking(self, tracking: Any) -> Self:
+        """Record every run and step with a ``PipelineTrackingManager``."""
+        self.tracking = tracking
+        return self
+
+    def with_hooks(self, hooks: Any) -> Self:
+        """Send the runs' events to a ``HookManager``."""
+        self.hooks = hooks
+        return self
 
     # -- building ----------------------------------------------------------------------
 
@@ -171,6 +186,7 @@ class DataflowPipeline:
                 timeout=self.timeout,
                 task_timeout=self.task_timeout,
             )
+        self._engine.observer = resolve_observer(self.tracking, self.hooks)
         return self._engine
 
     def _bind_inputs(self, args: tuple[Any, ...], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +287,38 @@ class DataflowPipeline:
             max_parallel if max_parallel is not None else self.max_parallel,
             **fixed_kwargs,
         )
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def schedule_with_cron(
+        self, cron: str, scheduler: PipelineScheduler | None = None, **inputs: Any
+    ) -> str:
+        """Run the pipeline with ``inputs`` on ``cron``; returns the schedule's id.
+
+        Uses ``scheduler``, or a ``PipelineScheduler`` on this pipeline's broker kept as
+        ``self.scheduler`` (run it with ``await pipeline.scheduler.start()``).
+        """
+        return self._scheduler(scheduler).schedule(self, cron=cron, kwargs=inputs)
+
+    def schedule_with_labels(
+        self,
+        cron: str | None = None,
+        interval_seconds: int | None = None,
+        **inputs: Any,
+    ) -> str:
+        """Declare the schedule as taskiq ``schedule`` labels on a task that starts this
+        pipeline, for taskiq's ``LabelScheduleSource`` (``taskiq scheduler``); returns
+        the task's name."""
+        entry = label_schedule(cron=cron, interval_seconds=interval_seconds, kwargs=inputs)
+        key = self.name or self.pipeline_id
+        return register_label_schedule(self.broker, self, key, [entry])
+
+    def _scheduler(self, scheduler: PipelineScheduler | None) -> PipelineScheduler:
+        if scheduler is not None:
+            return scheduler
+        if self.scheduler is None:
+            self.scheduler = PipelineScheduler(self.broker)
+        return self.scheduler
 
     def get_execution_report(self) -> ExecutionReport:
         """The report of the latest run."""

@@ -26,7 +26,7 @@ from taskiq import AsyncBroker, TaskiqMessage, TaskiqResult
 from taskiq.kicker import AsyncKicker
 
 from taskiq_flow.chains.spec import SequenceSpec
-from taskiq_flow.chains.store import SequenceStore, store_for
+from taskiq_flow.chains.store import SequenceStore, _client_of, store_for
 from taskiq_flow.completions import (
     LABEL_ATTEMPT,
     LABEL_MODE,
@@ -34,9 +34,12 @@ from taskiq_flow.completions import (
     LABEL_STARTED,
     LABEL_STEP,
     publish_completion,
+    redis_pool_of,
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
 from taskiq_flow.errors import format_error
+from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
+from taskiq_flow.tracking.remote import recorder_for
 
 __all__ = [
     "LABEL_SEQ",
@@ -77,6 +80,7 @@ class _LRU(OrderedDict[Any, Any]):
 
 _specs = _LRU()
 _inputs = _LRU()
+_plans = _LRU()  # the chain's Plan per run: rebuilt for every step otherwise
 
 
 class _Run:
@@ -103,6 +107,17 @@ async def _spec(store: SequenceStore, run_id: str) -> SequenceSpec | None:
         spec = SequenceSpec.from_json(raw)
         _specs.put(run_id, spec)
     return spec
+
+
+def _tracker(broker: AsyncBroker, run_id: str, spec: SequenceSpec | None) -> RunObserver | None:
+    """Where this run's tracking goes: the observer of the process that started the run
+    when that is this one, else (another worker) straight into the Redis storage named
+    in the spec. ``None``: the run is not tracked. The calls only queue the writes."""
+    observer = observer_for(run_id)
+    if observer is not None or spec is None or not spec.tracking:
+        return observer
+    pool = redis_pool_of(broker)
+    return None if pool is None else recorder_for(_client_of(pool), spec.tracking)
 
 
 def _task_id(run_id: str, step: int, attempt: int, item: int, item_attempt: int) -> str:
@@ -169,7 +184,11 @@ async def _kick(
 
 def _machine(spec: SequenceSpec, run: _Run, now: float) -> RunMachine:
     """The chain's state machine, as it stands while ``run.step`` is in flight."""
-    machine = RunMachine(spec.plan(), error_mode=spec.error_mode, timeout=spec.timeout)
+    plan = _plans.get(run.run_id)
+    if plan is None:
+        plan = spec.plan()
+        _plans.put(run.run_id, plan)
+    machine = RunMachine(plan, error_mode=spec.error_mode, timeout=spec.timeout)
     nodes: dict[str, dict[str, Any]] = {}
     for index in range(len(spec.steps)):
         if index < run.step:
@@ -217,9 +236,13 @@ async def _start_step(
     output: tuple[int, Any] | None = None,
 ) -> None:
     step = spec.steps[index]
+    tracker = _tracker(broker, run_id, spec)
+    if tracker is not None:
+        tracker.step_started(run_id, index, step.name)
     # The previous step's output (when there is one) is recorded in the same round trip.
     outputs = None if output is None else {output[0]: output[1]}
-    await store.update(run_id, {"step": index, "step_name": step.name}, outputs)
+    if not await store.advance(run_id, {"step": index, "step_name": step.name}, outputs):
+        return  # the run ended meanwhile (failed, timed out): a late result sends nothing
     if not step.fans_out:
         await _kick(
             broker,
@@ -285,8 +308,10 @@ async def on_step_finished(
     if spec is None:
         logger.error("sequential run %s is unknown or expired; dropping its step", run.run_id)
         return
-    if await run.store.is_finished(run.run_id):
+    if (run.item >= 0 or result.is_err) and await run.store.is_finished(run.run_id):
         return  # a late result of a run that already ended (failed, timed out, cancelled)
+    # A step that succeeded is checked when the next one starts (``store.advance``): the
+    # same round trip that records its output.
     if run.item >= 0:
         await _item_finished(run, spec, message, result)
     elif result.is_err:
@@ -438,6 +463,11 @@ async def _advance(
     )
     machine = _machine(spec, state, now)
     actions = machine.tick(now) or machine.succeeded(str(index), attempt, now)
+    tracker = _tracker(broker, run_id, spec)
+    if tracker is not None:
+        tracker.step_finished(
+            run_id, index, spec.steps[index].name, result=value, started_at=first_started
+        )
     if not any(isinstance(action, Dispatch) for action in actions):
         await store.record_output(run_id, index, value)
     await _carry_out(
@@ -472,6 +502,11 @@ async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, er
             )
             await run.store.update(run.run_id, {"retrying": step.name, "error": error})
             return
+    tracker = _tracker(run.broker, run.run_id, spec)
+    if tracker is not None:
+        tracker.step_finished(
+            run.run_id, run.step, step.name, error=error, started_at=run.first_started
+        )
     # "continue": the failed step is skipped and its input flows on to the next step.
     await run.store.update(run.run_id, {f"error_{run.step}": error})
     await _carry_out(
@@ -547,6 +582,7 @@ async def _finish(
             {"failed_step": name, "failed_index": step, "error": error, "timed_out": timed_out}
         )
     await store.update(run_id, fields)
+    await _track_finish(broker, store, run_id, started_at, step, value, error)
     result: TaskiqResult[Any] = TaskiqResult(
         is_err=not ok,
         return_value=value if ok else None,
@@ -558,6 +594,32 @@ async def _finish(
     except Exception:  # the run's own record above is what clients read first
         logger.exception("could not store the final result of run %s", run_id)
     await publish_completion(broker, run_id, run_id, result)
+
+
+async def _track_finish(
+    broker: AsyncBroker,
+    store: SequenceStore,
+    run_id: str,
+    started_at: float,
+    step: int,
+    value: Any,
+    error: str | None,
+) -> None:
+    """Record the run's end (awaited: the record is complete before clients hear)."""
+    spec = await _spec(store, run_id)
+    tracker = _tracker(broker, run_id, spec)
+    if tracker is None or spec is None:
+        return
+    forget_observer(run_id)
+    if error is not None and step < len(spec.steps):  # no-op when already recorded
+        tracker.step_finished(run_id, step, spec.steps[step].name, error=error)
+    await tracker.run_finished(
+        run_id,
+        "COMPLETED" if error is None else "FAILED",
+        result=value,
+        error=error,
+        started_at=started_at,
+    )
 
 
 def _is_unknown_task(error: str) -> bool:

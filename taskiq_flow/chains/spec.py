@@ -57,6 +57,9 @@ class SequenceSpec:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     context: bool = True
+    # Tracking storage that workers record into (``RedisPipelineStorage.config()``:
+    # kind, key_prefix, ttl_seconds), or None when the run is not tracked across processes.
+    tracking: dict[str, Any] | None = None
 
     @property
     def error_mode(self) -> ErrorHandlingMode:
@@ -104,4 +107,5 @@ class SequenceSpec:
             retry=None if retry is None else RetryPolicy(**retry),
             timeout=data.get("timeout"),
             context=data.get("context", True),
+            tracking=data.get("tracking"),
         )

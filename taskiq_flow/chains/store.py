@@ -47,6 +47,14 @@ class SequenceStore(ABC):
         ``outputs`` of finished steps (by index) with them."""
 
     @abstractmethod
+    async def advance(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> bool:
+        """``update`` unless the run has finished; returns whether it was still going.
+
+        One atomic step, so a late result of a finished run sends nothing further."""
+
+    @abstractmethod
     async def status(self, run: str) -> dict[str, Any]:
         """The status fields and ``outputs`` (``{step index: output}``)."""
 
@@ -118,6 +126,14 @@ class MemorySequenceStore(SequenceStore):
         if outputs:
             self._outputs.setdefault(run, {}).update(outputs)
 
+    async def advance(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> bool:
+        if run in self._finished:
+            return False
+        await self.update(run, fields, outputs)
+        return True
+
     async def status(self, run: str) -> dict[str, Any]:
         if run not in self._status:
             return {}
@@ -170,6 +186,25 @@ class MemorySequenceStore(SequenceStore):
             del self._inputs[input_key]
 
 
+# KEYS: finished flag, state hash, outputs hash. ARGV: ttl, number of state fields, the
+# state fields and values, then output index/value pairs. Nothing is written once the
+# run has finished.
+_ADVANCE_IF_RUNNING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+if n > 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3, 2 + 2 * n))
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+if #ARGV > 2 + 2 * n then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 3 + 2 * n, #ARGV))
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+
 class RedisSequenceStore(SequenceStore):
     """State in Redis, shared by every worker and client of a taskiq-redis broker."""
 
@@ -217,6 +252,18 @@ class RedisSequenceStore(SequenceStore):
                 )
                 pipe.expire(f"{PREFIX}{run}:outputs", self.ttl)
             await pipe.execute()
+
+    async def advance(
+        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+    ) -> bool:
+        args: list[Any] = [self.ttl, len(fields)]
+        for key, value in fields.items():
+            args.extend((key, self._dump(value)))
+        for index, value in (outputs or {}).items():
+            args.extend((str(index), self._dump(value)))
+        keys = [f"{PREFIX}{run}:finished", f"{PREFIX}{run}:state", f"{PREFIX}{run}:outputs"]
+        async with self._redis() as redis:
+            return bool(await redis.eval(_ADVANCE_IF_RUNNING, len(keys), *keys, *args))
 
     async def status(self, run: str) -> dict[str, Any]:
         async with self._redis() as redis:

@@ -7,7 +7,9 @@ import click
 from taskiq_flow import __version__
 from taskiq_flow.cli.crds import crds_command
 from taskiq_flow.cli.dag import dag_command
+from taskiq_flow.cli.dashboard import dashboard_command
 from taskiq_flow.cli.export import export_command
+from taskiq_flow.cli.operator import operator_command
 from taskiq_flow.cli.run import run_command
 from taskiq_flow.cli.validate import validate_command
 from taskiq_flow.cli.worker import worker_command
@@ -30,8 +32,10 @@ for _command in (
     validate_command,
     dag_command,
     worker_command,
+    operator_command,
     crds_command,
     export_command,
+    dashboard_command,
 ):
     cli.add_command(_command)
 

@@ -7,14 +7,17 @@ graceful shutdown) with the taskiq-flow middleware, on the pipeline's stream.
 
 from __future__ import annotations
 
+import importlib
 import os
 
+from taskiq import TaskiqMiddleware
 from taskiq_redis import RedisStreamBroker
 
+from taskiq_flow.brokers import FlowRedisStreamBroker
 from taskiq_flow.cli.common import QUEUE_ENV, URL_ENV, default_redis_url
 from taskiq_flow.middleware import PipelineMiddleware
 
-__all__ = ["broker", "make_broker"]
+__all__ = ["IDLE_TIMEOUT_ENV", "MIDDLEWARES_ENV", "broker", "make_broker"]
 
 
 def make_broker(url: str, queue: str) -> RedisStreamBroker:
@@ -33,6 +36,36 @@ def make_broker(url: str, queue: str) -> RedisStreamBroker:
     return stream.with_middlewares(PipelineMiddleware())
 
 
-broker = make_broker(
-    os.environ.get(URL_ENV) or default_redis_url(), os.environ.get(QUEUE_ENV) or "taskiq"
-)
+MIDDLEWARES_ENV = "TASKIQ_FLOW_MIDDLEWARES"
+"""Extra middlewares, as ``module:factory`` separated by commas (the operator's worker
+Deployments set it to ``taskiq_flow_worker:FlowWorkerMiddleware``)."""
+
+IDLE_TIMEOUT_ENV = "TASKIQ_FLOW_IDLE_TIMEOUT_MS"
+"""When set, the worker reclaims messages of a dead worker after this many milliseconds
+(``FlowRedisStreamBroker``), checking on every loop."""
+
+
+def _extra_middlewares(spec: str) -> list[TaskiqMiddleware]:
+    middlewares = []
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        module, _, attr = entry.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        middlewares.append(factory())
+    return middlewares
+
+
+def _configured_broker() -> RedisStreamBroker:
+    url = os.environ.get(URL_ENV) or default_redis_url()
+    queue = os.environ.get(QUEUE_ENV) or "taskiq"
+    idle = os.environ.get(IDLE_TIMEOUT_ENV)
+    if idle:
+        configured: RedisStreamBroker = FlowRedisStreamBroker(
+            url, queue_name=queue, idle_timeout=int(idle)
+        ).with_middlewares(PipelineMiddleware())
+    else:
+        configured = make_broker(url, queue)
+    extra = _extra_middlewares(os.environ.get(MIDDLEWARES_ENV, ""))
+    return configured.with_middlewares(*extra) if extra else configured
+
+
+broker = _configured_broker()

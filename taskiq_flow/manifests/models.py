@@ -198,6 +198,12 @@ class WorkerSpec(_Model):
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Pod image pull secrets (pass-through)."
     )
+    scale_down_delay_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Seconds with nothing in flight before the operator scales the workers "
+        "back to replicas.min.",
+    )
 
 
 class PipelineInput(_Model):

@@ -18,11 +18,13 @@ from taskiq import AsyncBroker, InMemoryBroker, TaskiqResult
 from taskiq_flow.chains.driver import start_run
 from taskiq_flow.chains.spec import ErrorPolicy, SequenceSpec, StepKind, StepSpec
 from taskiq_flow.chains.store import store_for
-from taskiq_flow.completions import Completion, CompletionChannel, channel_for
+from taskiq_flow.completions import Completion, CompletionChannel, channel_for, redis_pool_of
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.dataflow.builder import task_name_of
 from taskiq_flow.errors import PipelineError, PipelineTimeoutError, UnknownTaskError
+from taskiq_flow.hooks import resolve_observer
 from taskiq_flow.middleware import ensure_middleware
+from taskiq_flow.tracking.observer import forget_observer, register_observer
 
 __all__ = ["Pipeline", "PipelineTask", "SequentialPipeline", "Task"]
 
@@ -155,8 +157,14 @@ class Pipeline:
     @property
     def spec(self) -> SequenceSpec:
         """The pipeline as plain data."""
+        remote = getattr(self.tracking, "remote_config", None)
         return SequenceSpec(
-            tuple(self.steps), self._on_error, self._retry, self._timeout, self._context
+            tuple(self.steps),
+            self._on_error,
+            self._retry,
+            self._timeout,
+            self._context,
+            remote() if callable(remote) else None,
         )
 
     @property
@@ -181,7 +189,22 @@ class Pipeline:
         self.pipeline_id = run_id
         handle = PipelineTask(run_id, self.broker, self.step_names)
         await handle.open()  # listen before the first step can finish
-        await start_run(self.broker, run_id, self.spec, data, time.time())
+        observer = resolve_observer(self.tracking, self.hooks)
+        if observer is not None:
+            # Steps that finish in this process report here; workers elsewhere write
+            # into the storage named in the spec.
+            observer.run_started(run_id, "sequential", self.step_names)
+            register_observer(run_id, observer)
+            follow = getattr(self.tracking, "follow_remote", None)
+            if follow is not None and redis_pool_of(self.broker) is not None:
+                await follow(run_id)  # listeners here hear the steps workers elsewhere run
+        try:
+            await start_run(self.broker, run_id, self.spec, data, time.time())
+        except BaseException as exc:
+            if observer is not None:
+                forget_observer(run_id)
+                await observer.run_finished(run_id, "FAILED", error=repr(exc))
+            raise
         return handle
 
 

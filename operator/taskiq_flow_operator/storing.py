@@ -1,0 +1,195 @@
+"""Everything the operator keeps in Redis: kicks, run state, events, outputs, cleanup."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import TaskiqMessage
+
+from taskiq_flow_operator.driving import Kick, RunDriver
+from taskiq_flow_operator.statuses import INLINE_OUTPUT_BYTES, truncated
+from taskiq_flow_worker import protocol as p
+
+__all__ = ["EVENTS_GROUP", "Store"]
+
+EVENTS_GROUP = "taskiq-flow-operator"
+CONSUMER = "operator"
+
+# Send a message once per task id, atomically: after a restart the operator may decide
+# the same dispatch again, and the second decision must not reach the workers.
+_KICK_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class Store:
+    """The operator's side of Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        events_stream: str = p.DEFAULT_EVENTS_STREAM,
+        output_ttl: int = p.DEFAULT_OUTPUT_TTL_SECONDS,
+    ) -> None:
+        self.redis = redis
+        self.events_stream = events_stream
+        self.output_ttl = output_ttl
+        self._kick_once = redis.register_script(_KICK_ONCE)
+
+    # -- kicks ---------------------------------------------------------------------------
+
+    def message(self, run: str, queue: str, kick: Kick) -> bytes:
+        """The taskiq message of ``kick`` (JSON, as taskiq's default formatter writes)."""
+        labels = {
+            p.LABEL_RUN: run,
+            p.LABEL_STEP: kick.step,
+            p.LABEL_ATTEMPT: str(kick.attempt),
+            p.LABEL_EVENTS: self.events_stream,
+            p.LABEL_TTL: str(self.output_ttl),
+            "queue_name": queue,
+        }
+        if kick.item is not None:
+            labels[p.LABEL_ITEM] = str(kick.item)
+        message = TaskiqMessage(
+            task_id=kick.task_id,
+            task_name=kick.task_name,
+            labels=labels,
+            args=[],
+            kwargs=kick.kwargs,
+        )
+        return message.model_dump_json().encode()
+
+    async def kick(self, run: str, queue: str, kicks: Sequence[Kick]) -> int:
+        """Send each kick unless its task id was sent before; how many were sent."""
+        if not kicks:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for kick in kicks:
+            await self._kick_once(
+                keys=[_kicked_key(run, kick.task_id), queue],
+                args=[self.message(run, queue, kick), self.output_ttl],
+                client=pipe,
+            )
+        results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    # -- run state -----------------------------------------------------------------------
+
+    async def save_state(self, run: str, snapshot: dict[str, Any]) -> None:
+        """Persist a driver's snapshot."""
+        await self.redis.set(_state_key(run), json.dumps(snapshot), ex=self.output_ttl)
+
+    async def load_state(self, run: str) -> dict[str, Any] | None:
+        """A driver's last snapshot, if any."""
+        raw = await self.redis.get(_state_key(run))
+        return None if raw is None else dict(json.loads(raw))
+
+    async def mark_cancelled(self, run: str) -> None:
+        """Workers skip this run's messages from now on."""
+        await self.redis.set(p.cancelled_key(run), "1", ex=p.CANCELLED_TTL_SECONDS)
+
+    async def delete_run(self, run: str) -> int:
+        """Delete every key of the run; how many."""
+        deleted = 0
+        async for key in self.redis.scan_iter(match=p.run_pattern(run), count=500):
+            deleted += int(await self.redis.delete(key))
+        return deleted
+
+    # -- outputs -------------------------------------------------------------------------
+
+    async def outputs(self, driver: RunDriver) -> dict[str, Any]:
+        """``status.outputs``: small outputs inline, large ones as ``{truncated, bytes}``."""
+        result: dict[str, Any] = {}
+        for name in driver.dag.plan.order:
+            node = driver.dag.nodes[name]
+            if name not in driver.sizes or driver.machine.nodes[name].phase.value != "Succeeded":
+                continue
+            size = driver.sizes[name]
+            if size > INLINE_OUTPUT_BYTES:
+                result[node.output] = truncated(size)
+                continue
+            if node.kind == "map":
+                count = driver.lengths.get(name, 0)
+                keys = [p.output_key(driver.run, name, i) for i in range(count)]
+                raws = await self.redis.mget(keys) if keys else []
+                if all(raw is not None for raw in raws):
+                    result[node.output] = [json.loads(raw) for raw in raws if raw is not None]
+            else:
+                raw = await self.redis.get(p.output_key(driver.run, name))
+                if raw is not None:
+                    result[node.output] = json.loads(raw)
+        return result
+
+    # -- events --------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the events stream and its consumer group (from the start)."""
+        try:
+            await self.redis.xgroup_create(self.events_stream, EVENTS_GROUP, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: it exists
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_events(
+        self, *, pending: bool, block_ms: int, count: int = 500, after: str = "0"
+    ) -> list[tuple[str, p.StepEvent]]:
+        """Events for this consumer: new ones, or (``pending``) those it read before and
+        never acknowledged, from after the entry id ``after``."""
+        response: Any = await self.redis.xreadgroup(
+            EVENTS_GROUP,
+            CONSUMER,
+            {self.events_stream: after if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        events = []
+        for _stream, entries in response or ():
+            for entry_id, fields in entries:
+                entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                if not fields:  # deleted meanwhile; acknowledge it away
+                    await self.redis.xack(self.events_stream, EVENTS_GROUP, entry)
+                    continue
+                events.append((entry, p.StepEvent.decode(fields)))
+        return events
+
+    async def ack(self, entries: Iterable[str]) -> None:
+        """Acknowledge processed events (and drop them from the stream)."""
+        ids = list(entries)
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(self.events_stream, EVENTS_GROUP, *ids)
+            pipe.xdel(self.events_stream, *ids)
+            await pipe.execute()
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages waiting in or delivered from ``queue`` and not acknowledged."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(queue)
+        except Exception:
+            return 0
+        depth = 0
+        for group in groups:
+            lag = group.get("lag")
+            if lag is None:  # Redis < 7: count what the group has not read yet
+                last = group.get("last-delivered-id") or b"0-0"
+                last = last.decode() if isinstance(last, bytes) else str(last)
+                unread = await self.redis.xrange(queue, min=f"({last}", count=100_000)
+                lag = len(unread or [])
+            depth += int(lag) + int(group.get("pending") or 0)
+        return depth
+
+
+def _state_key(run: str) -> str:
+    return f"{p.KEY_PREFIX}{{{run}}}:state"
+
+
+def _kicked_key(run: str, tid: str) -> str:
+    return f"{p.KEY_PREFIX}{{{run}}}:kicked:{tid}"

@@ -1,0 +1,158 @@
+"""Pure builders: Deployments, replicas, Pipeline statuses, Events, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from taskiq_flow.manifests.models import PipelineSpec
+from taskiq_flow_operator.deployments import (
+    RedisSource,
+    build_worker_deployment,
+    desired_replicas,
+)
+from taskiq_flow_operator.handlers import keep_transition_times
+from taskiq_flow_operator.metrics import Metrics
+from taskiq_flow_operator.notes import build_event
+from taskiq_flow_operator.statuses import build_invalid_pipeline_status, build_pipeline_status
+from taskiq_flow_operator.supervising import RunProblem, compile_for_operator, resolve_pipeline
+from tests.operator.pipelines import TASKS, dataflow_spec
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "concurrency", "low", "high", "expected"),
+    [(0, 4, 0, 3, 0), (1, 4, 0, 3, 1), (5, 4, 0, 3, 2), (100, 4, 0, 3, 3), (0, 4, 1, 3, 1)],
+)
+def test_desired_replicas(
+    in_flight: int, concurrency: int, low: int, high: int, expected: int
+) -> None:
+    assert desired_replicas(in_flight, concurrency, low, high) == expected
+
+
+def deployment(**worker: Any) -> dict[str, Any]:
+    raw = dataflow_spec()
+    raw["worker"].update(worker)
+    return build_worker_deployment(
+        pipeline="words",
+        namespace="ns",
+        uid="u-1",
+        spec=PipelineSpec.model_validate(raw),
+        redis=RedisSource(url="redis://r:6379/0"),
+        replicas=0,
+    )
+
+
+def test_worker_deployment_runs_the_worker_command_non_root() -> None:
+    body = deployment(
+        image="acme/tasks:1",
+        nodeSelector={"pool": "cpu"},
+        serviceAccountName="tasks",
+        env=[{"name": "X", "value": "1"}],
+        resources={"limits": {"cpu": "1"}},
+        imagePullSecrets=[{"name": "regcred"}],
+    )
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert body["metadata"]["labels"]["flow.taskiq.dev/pipeline"] == "words"
+    pod = body["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["taskiq-flow"]
+    assert container["args"] == [
+        "worker",
+        TASKS,
+        "--queue",
+        "taskiq-flow:ns:words",
+        "--concurrency",
+        "4",
+    ]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TASKIQ_FLOW_REDIS_URL"] == "redis://r:6379/0"
+    assert env["TASKIQ_FLOW_MIDDLEWARES"] == "taskiq_flow_worker:FlowWorkerMiddleware"
+    assert env["X"] == "1"
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+    assert pod["nodeSelector"] == {"pool": "cpu"}
+    assert pod["serviceAccountName"] == "tasks"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert body["spec"]["replicas"] == 0
+
+
+def test_redis_url_from_a_secret() -> None:
+    env = RedisSource(secret_name="redis", secret_key="uri").env()
+    assert env["valueFrom"] == {"secretKeyRef": {"name": "redis", "key": "uri"}}
+
+
+def test_pipeline_status_and_invalid_status() -> None:
+    compiled = compile_for_operator(PipelineSpec.model_validate(dataflow_spec()), "words")
+    status = build_pipeline_status(compiled, 3, "words-worker", 0.0)
+    assert status["phase"] == "Ready"
+    assert status["observedGeneration"] == 3
+    assert status["dag"]["levels"] == [["clean"], ["score"], ["total"]]
+    assert status["dag"]["criticalPath"] == ["clean", "score", "total"]
+    assert status["conditions"][0]["type"] == "Ready"
+    invalid = build_invalid_pipeline_status("bad", 1, 2, 0.0)
+    assert invalid["conditions"][0] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Invalid",
+        "message": "bad",
+        "lastTransitionTime": "1970-01-01T00:00:00.000Z",
+    }
+
+
+def test_resolving_a_run_names_what_is_wrong() -> None:
+    with pytest.raises(RunProblem) as missing:
+        resolve_pipeline({"pipelineRef": {"name": "nope"}}, "ns", None)
+    assert missing.value.reason == "PipelineNotFound"
+    assert "'nope' not found in namespace 'ns'" in missing.value.message
+    bad = dataflow_spec()
+    bad["steps"][2]["inputs"] = ["missing"]
+    with pytest.raises(RunProblem) as invalid:
+        resolve_pipeline({"pipelineRef": {"name": "p"}}, "ns", {"spec": bad})
+    assert invalid.value.reason == "PipelineInvalid"
+    assert "missing" in invalid.value.message
+    name, compiled, _ = resolve_pipeline({"pipelineSpec": dataflow_spec()}, "ns", None)
+    assert name == ""
+    assert len(compiled.dag) == 3
+
+
+def test_conditions_keep_their_transition_time() -> None:
+    old = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "T0"}]}
+    new = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "T1"}]}
+    assert keep_transition_times(old, new)["conditions"][0]["lastTransitionTime"] == "T0"
+    flipped = {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "T2"}]}
+    assert keep_transition_times(old, flipped)["conditions"][0]["lastTransitionTime"] == "T2"
+
+
+def test_event_about_a_run() -> None:
+    body = {"kind": "PipelineRun", "metadata": {"name": "r", "namespace": "ns", "uid": "u"}}
+    event = build_event(body, "Warning", "StepFailed", "boom", 1.0)
+    assert event["involvedObject"]["uid"] == "u"
+    assert event["reason"] == "StepFailed"
+    assert event["metadata"]["namespace"] == "ns"
+
+
+def test_metrics_render_every_family_without_run_labels() -> None:
+    metrics = Metrics()
+    metrics.run_finished("ns", "words", "Succeeded", 1.5)
+    metrics.step_finished("ns", "words", "clean", "Succeeded", 0.2)
+    metrics.set_active_runs({"ns": 1})
+    metrics.set_queue_depth("taskiq-flow:ns:words", 3)
+    metrics.set_worker_replicas("ns", "words", 2)
+    text = metrics.render()
+    for family in (
+        "taskiq_flow_runs_total",
+        "taskiq_flow_run_duration_seconds",
+        "taskiq_flow_steps_total",
+        "taskiq_flow_step_duration_seconds",
+        "taskiq_flow_active_runs",
+        "taskiq_flow_queue_depth",
+        "taskiq_flow_worker_replicas",
+    ):
+        assert f"# TYPE {family}" in text
+    assert 'taskiq_flow_runs_total{namespace="ns",phase="Succeeded",pipeline="words"} 1' in text
+    assert (
+        'taskiq_flow_run_duration_seconds_bucket{namespace="ns",pipeline="words",le="+Inf"} 1'
+        in text
+    )

@@ -1,0 +1,248 @@
+"""``FlowWorkerMiddleware``: the worker side of operator-driven runs.
+
+For every message the operator kicked (it carries the ``tfo_run`` label) it
+
+- skips the message when the run was cancelled, or when this task id already finished
+  (a redelivery after the worker died between saving and acknowledging);
+- resolves input references from Redis before the task runs;
+- stores the output as JSON with a TTL, then appends a step event to the events stream;
+- reports an unknown task name as a failed step (taskiq alone would drop the message and
+  the run would wait for ever).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.decor import AsyncTaskiqDecoratedTask
+from taskiq.exceptions import NoResultError
+
+from taskiq_flow.errors import UnknownTaskError
+from taskiq_flow_worker import protocol as p
+
+__all__ = ["FlowWorkerMiddleware", "StepSkipped"]
+
+logger = logging.getLogger("taskiq_flow_worker")
+
+_skip: contextvars.ContextVar[str | None] = contextvars.ContextVar("tfo_skip", default=None)
+
+
+class StepSkipped(NoResultError):
+    """The message is not run: its run was cancelled or the task already finished."""
+
+    __template__ = "{reason}"
+    reason: str
+
+
+class FlowWorkerMiddleware(TaskiqMiddleware):
+    """The worker middleware of operator-driven runs; see the module docstring.
+
+    ``redis_url`` defaults to the broker's own connection pool (a Redis broker).
+    """
+
+    def __init__(self, redis_url: str | None = None, cache_size: int = 64) -> None:
+        super().__init__()
+        self.redis_url = redis_url
+        self._redis: Redis | None = None
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._wrapped: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def set_broker(self, broker: AsyncBroker) -> None:
+        """Attach to ``broker``; wrap its tasks so a skipped message runs no user code."""
+        super().set_broker(broker)
+        original = broker.find_task
+
+        def find_task(task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
+            cached = self._wrapped.get(task_name)
+            if cached is not None:
+                return cached
+            found = original(task_name)
+            func: Callable[..., Any] = (
+                found.original_func if found is not None else _unknown(task_name)
+            )
+            task = AsyncTaskiqDecoratedTask(
+                broker=broker,
+                task_name=task_name,
+                original_func=_guarded(func),
+                labels=dict(found.labels) if found is not None else {},
+            )
+            self._wrapped[task_name] = task
+            return task
+
+        broker.find_task = find_task  # type: ignore[method-assign]
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client outputs and events go through."""
+        if self._redis is None:
+            if self.redis_url is not None:
+                self._redis = Redis.from_url(self.redis_url)
+            else:
+                pool = getattr(self.broker, "connection_pool", None)
+                if not isinstance(pool, ConnectionPool):
+                    raise RuntimeError("FlowWorkerMiddleware needs redis_url or a Redis broker")
+                self._redis = Redis(connection_pool=pool)
+        return self._redis
+
+    async def shutdown(self) -> None:
+        """Close the Redis client."""
+        if self._redis is not None:
+            await self._redis.aclose(close_connection_pool=self.redis_url is not None)
+            self._redis = None
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Skip cancelled or finished work; resolve input references."""
+        labels = message.labels
+        run = labels.get(p.LABEL_RUN)
+        if run is None:
+            _skip.set(None)
+            return message
+        run = str(run)
+        cancelled, done = await self.redis.mget(
+            p.cancelled_key(run), p.done_key(run, message.task_id)
+        )
+        if cancelled is not None or done is not None:
+            why = "its run was cancelled" if cancelled is not None else "it already finished"
+            _skip.set(f"task {message.task_id} skipped: {why}")
+            if done is not None and cancelled is None:
+                # The event may be what was lost: send it again (the operator ignores
+                # duplicates of an attempt it already settled).
+                await self._append_event(message, json.loads(done))
+            return message
+        _skip.set(None)
+        message.kwargs = {k: await self._resolve(v) for k, v in message.kwargs.items()}
+        message.labels[_STARTED] = str(time.time())
+        return message
+
+    async def post_save(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Store the output, mark the task done, append the step event."""
+        labels = message.labels
+        run = labels.get(p.LABEL_RUN)
+        if run is None or isinstance(result.error, NoResultError):
+            return
+        run = str(run)
+        step = str(labels[p.LABEL_STEP])
+        item = labels.get(p.LABEL_ITEM)
+        index = None if item is None else int(item)
+        ttl = int(labels.get(p.LABEL_TTL, p.DEFAULT_OUTPUT_TTL_SECONDS))
+        finished = time.time()
+        started = float(labels.get(_STARTED, finished - result.execution_time))
+        info: dict[str, Any] = {
+            "ok": not result.is_err,
+            "started": round(started, 6),
+            "finished": round(finished, 6),
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        if result.is_err:
+            error = result.error
+            info["error"] = f"{type(error).__name__}: {error}" if error else "unknown error"
+        else:
+            text = p.dumps(result.return_value)
+            info["size"] = len(text.encode())
+            if isinstance(result.return_value, list | tuple):
+                info["length"] = len(result.return_value)
+            pipe.set(p.output_key(run, step, index), text, ex=ttl)
+        pipe.set(p.done_key(run, message.task_id), json.dumps(info), ex=ttl)
+        await pipe.execute()
+        await self._append_event(message, info)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _append_event(self, message: TaskiqMessage, info: dict[str, Any]) -> None:
+        labels = message.labels
+        item = labels.get(p.LABEL_ITEM)
+        event = p.StepEvent(
+            run=str(labels[p.LABEL_RUN]),
+            step=str(labels[p.LABEL_STEP]),
+            attempt=int(labels.get(p.LABEL_ATTEMPT, 1)),
+            ok=bool(info["ok"]),
+            item=None if item is None else int(item),
+            error=info.get("error"),
+            started=info.get("started"),
+            finished=info.get("finished"),
+            length=info.get("length"),
+            size=info.get("size"),
+        )
+        stream = str(labels.get(p.LABEL_EVENTS, p.DEFAULT_EVENTS_STREAM))
+        await self.redis.xadd(stream, event.encode())  # type: ignore[arg-type]
+
+    async def _load(self, key: str) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        raw = await self.redis.get(key)
+        if raw is None:
+            raise LookupError(f"input {key} is missing from Redis (expired or deleted?)")
+        value = json.loads(raw)
+        # Outputs never change once written, so caching them is safe; map items of one
+        # list hit the same key again and again.
+        self._cache[key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    async def _resolve(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if "$tfref" in value:
+            loaded = await self._load(str(value["$tfref"]))
+            return loaded if "index" not in value else loaded[int(value["index"])]
+        if "$tfitems" in value:
+            prefix = str(value["$tfitems"])
+            count = int(value["count"])
+            if count == 0:
+                return []
+            raws = await self.redis.mget([f"{prefix}:{i}" for i in range(count)])
+            if any(raw is None for raw in raws):
+                raise LookupError(f"items of {prefix} are missing from Redis")
+            return [json.loads(raw) for raw in raws if raw is not None]
+        return value
+
+
+_STARTED = "tfo_started"
+
+
+def _unknown(task_name: str) -> Callable[..., Any]:
+    def unknown(*_args: Any, **_kwargs: Any) -> None:
+        raise UnknownTaskError(task_name, "this worker")
+
+    unknown.__name__ = "unknown_task"
+    return unknown
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, unless ``pre_execute`` decided to skip this message."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            reason = _skip.get()
+            if reason is not None:
+                raise StepSkipped(reason=reason)
+            return await func(*args, **kwargs)
+
+        return guarded_async
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        reason = _skip.get()
+        if reason is not None:
+            raise StepSkipped(reason=reason)
+        return func(*args, **kwargs)
+
+    return guarded

@@ -1,0 +1,166 @@
+"""What the operator and the worker agree on: labels, Redis keys, references, events.
+
+The operator imports this module; the worker never imports the operator.
+
+- Every message the operator kicks carries ``tfo_run`` (the run's uid), ``tfo_step``,
+  ``tfo_attempt`` and, for an item of a map step, ``tfo_item``. Its task id is
+  ``<run-uid>.<step>.<attempt>[.<item>]``.
+- Keyword arguments that are outputs of earlier steps travel as references
+  (``{"$tfref": key}``, ``{"$tfref": key, "index": i}``, ``{"$tfitems": key, "count": n}``)
+  and the worker resolves them from Redis.
+- The worker stores the output as JSON under ``output_key(...)`` with a TTL and appends a
+  step event to the events stream; the operator reads it with a consumer group.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CANCELLED_TTL_SECONDS",
+    "DEFAULT_EVENTS_STREAM",
+    "DEFAULT_OUTPUT_TTL_SECONDS",
+    "LABEL_ATTEMPT",
+    "LABEL_EVENTS",
+    "LABEL_ITEM",
+    "LABEL_RUN",
+    "LABEL_STEP",
+    "LABEL_TTL",
+    "KEY_PREFIX",
+    "StepEvent",
+    "cancelled_key",
+    "done_key",
+    "dumps",
+    "item_ref",
+    "items_ref",
+    "output_key",
+    "output_ref",
+    "run_pattern",
+    "task_id",
+]
+
+LABEL_RUN = "tfo_run"
+LABEL_STEP = "tfo_step"
+LABEL_ATTEMPT = "tfo_attempt"
+LABEL_ITEM = "tfo_item"
+LABEL_EVENTS = "tfo_events"
+LABEL_TTL = "tfo_ttl"
+
+KEY_PREFIX = "tfo:"
+DEFAULT_EVENTS_STREAM = "tfo:events"
+DEFAULT_OUTPUT_TTL_SECONDS = 86_400
+CANCELLED_TTL_SECONDS = 86_400
+
+
+def task_id(run: str, step: str, attempt: int, item: int | None = None) -> str:
+    """The deterministic task id: a re-kick after a restart is recognisable."""
+    base = f"{run}.{step}.{attempt}"
+    return base if item is None else f"{base}.{item}"
+
+
+def run_pattern(run: str) -> str:
+    """A ``SCAN`` pattern matching every key of a run."""
+    return f"{KEY_PREFIX}{{{run}}}:*"
+
+
+def output_key(run: str, step: str, item: int | None = None) -> str:
+    """Where a step's output (or one item's) is stored, as JSON."""
+    base = f"{KEY_PREFIX}{{{run}}}:out:{step}"
+    return base if item is None else f"{base}:{item}"
+
+
+def done_key(run: str, tid: str) -> str:
+    """Set once task ``tid`` has finished: a redelivered message is not run again."""
+    return f"{KEY_PREFIX}{{{run}}}:done:{tid}"
+
+
+def cancelled_key(run: str) -> str:
+    """Exists while the run is cancelled: its queued messages are skipped."""
+    return f"{KEY_PREFIX}{{{run}}}:cancelled"
+
+
+def output_ref(run: str, step: str) -> dict[str, Any]:
+    """A reference to a step's whole output."""
+    return {"$tfref": output_key(run, step)}
+
+
+def item_ref(run: str, step: str, index: int) -> dict[str, Any]:
+    """A reference to item ``index`` of a step's output (a list)."""
+    return {"$tfref": output_key(run, step), "index": index}
+
+
+def items_ref(run: str, step: str, count: int) -> dict[str, Any]:
+    """A reference to a map step's output: the list of its ``count`` item outputs."""
+    return {"$tfitems": output_key(run, step), "count": count}
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """One finished attempt of a step (or of one item of a map step)."""
+
+    run: str
+    step: str
+    attempt: int
+    ok: bool
+    item: int | None = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    length: int | None = None
+    size: int | None = None
+
+    def encode(self) -> dict[str, str]:
+        """The stream entry's fields."""
+        fields = {
+            "run": self.run,
+            "step": self.step,
+            "attempt": str(self.attempt),
+            "ok": "1" if self.ok else "0",
+        }
+        optional = {
+            "item": self.item,
+            "error": self.error,
+            "started": self.started,
+            "finished": self.finished,
+            "length": self.length,
+            "size": self.size,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                fields[key] = str(value)
+        return fields
+
+    @classmethod
+    def decode(cls, fields: Mapping[bytes | str, bytes | str]) -> StepEvent:
+        """An event from a stream entry's fields."""
+        text = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in fields.items()
+        }
+
+        def number(key: str) -> float | None:
+            return float(text[key]) if key in text else None
+
+        def integer(key: str) -> int | None:
+            return int(text[key]) if key in text else None
+
+        return cls(
+            run=text["run"],
+            step=text["step"],
+            attempt=int(text["attempt"]),
+            ok=text["ok"] == "1",
+            item=integer("item"),
+            error=text.get("error"),
+            started=number("started"),
+            finished=number("finished"),
+            length=integer("length"),
+            size=integer("size"),
+        )
+
+
+def dumps(value: Any) -> str:
+    """JSON for an output (values JSON cannot hold become strings)."""
+    return json.dumps(value, default=str, separators=(",", ":"))
