@@ -82,9 +82,9 @@ async def test_a_dataflow_run_with_a_map_step_succeeds(env: Env) -> None:
     assert count(env, "clean") == 1
     assert count(env, "score") == 3
     assert count(env, "total") == 1
-    reasons = [e["reason"] for e in await cluster.events_for("words-1")]
-    assert "Started" in reasons
-    assert "Succeeded" in reasons
+    seen = await reasons(env, "words-1", "Started", "Succeeded")
+    assert "Started" in seen
+    assert "Succeeded" in seen
     # The spec is never written by the operator.
     fresh = await cluster.get("pipelines", "words")
     assert fresh is not None
@@ -141,8 +141,17 @@ def one_step(task: str, **step: Any) -> dict[str, Any]:
     return spec
 
 
-async def reasons(env: Env, name: str) -> list[str]:
-    return [e["reason"] for e in await env.cluster.events_for(name)]
+async def reasons(env: Env, name: str, *expected: str) -> list[str]:
+    """The reasons of the Events about ``name``, once all of ``expected`` are among them.
+
+    Events are posted after the status patch that ends a run, so a test that saw the
+    phase change waits for them."""
+
+    async def probe() -> list[str] | None:
+        found = [e["reason"] for e in await env.cluster.events_for(name)]
+        return found if all(found.count(r) >= expected.count(r) for r in expected) else None
+
+    return await eventually(probe, timeout=10, what=f"events {expected} about {name}")
 
 
 async def test_a_failing_step_fails_the_run(env: Env) -> None:
@@ -154,7 +163,9 @@ async def test_a_failing_step_fails_the_run(env: Env) -> None:
     assert status["conditions"][0]["reason"] == "Failed"
     assert "boom: the step failed on purpose" in status["steps"]["only"]["message"]
     assert "boom" in status["message"]
-    assert {"Started", "StepFailed", "Failed"} <= set(await reasons(env, "failing-1"))
+    assert {"Started", "StepFailed", "Failed"} <= set(
+        await reasons(env, "failing-1", "Started", "StepFailed", "Failed")
+    )
     assert count(env, "boom") == 1
 
 
@@ -166,7 +177,7 @@ async def test_retries_with_backoff(env: Env) -> None:
     assert status["phase"] == "Succeeded", status
     assert status["steps"]["only"]["attempts"] == 3
     assert count(env, "flaky") == 3
-    assert (await reasons(env, "flaky-1")).count("Retrying") == 2
+    assert (await reasons(env, "flaky-1", "Retrying", "Retrying")).count("Retrying") == 2
 
 
 async def test_cancel_queued_steps_never_execute(env: Env) -> None:
@@ -187,7 +198,7 @@ async def test_cancel_queued_steps_never_execute(env: Env) -> None:
     assert status["conditions"][0]["status"] == "False"
     assert status["observedGeneration"] == 2
     assert status["steps"]["clean"]["phase"] == "Cancelled"
-    assert "Cancelled" in await reasons(env, "cancel-1")
+    assert "Cancelled" in await reasons(env, "cancel-1", "Cancelled")
     env.kubelet.paused = False
     queue = "taskiq-flow:tf-test:cancel"
 
@@ -280,7 +291,7 @@ async def test_a_run_whose_pipeline_does_not_exist(env: Env) -> None:
     assert status["conditions"][0]["reason"] == "PipelineNotFound"
     assert status["conditions"][0]["status"] == "Unknown"
     assert "Pipeline 'later' not found in namespace 'tf-test'" in status["message"]
-    assert "PipelineNotFound" in await reasons(env, "orphan-1")
+    assert "PipelineNotFound" in await reasons(env, "orphan-1", "PipelineNotFound")
     await ready_pipeline(env, "later", dataflow_spec())
     status = (await env.cluster.wait_run("orphan-1", {"Succeeded", "Failed"}))["status"]
     assert status["phase"] == "Succeeded"
