@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from taskiq_flow.tracking.models import PipelineMetrics, PipelineStatus, StepStatus
-from taskiq_flow.tracking.observer import PipelineType
+from taskiq_flow.tracking.observer import PipelineType, step_end_event, step_start_event
 from taskiq_flow.tracking.storage import (
     InMemoryPipelineStorage,
     RedisPipelineStorage,
@@ -206,8 +206,7 @@ class PipelineTrackingManager:
             return
         step.status = "RUNNING"
         step.started_at = _now()
-        event = {"type": "step_start", "status": "RUNNING", "step_name": name, "index": index}
-        self._changed(status, event, "on_step_start", run_id, name)
+        self._changed(status, step_start_event(name, index), "on_step_start", run_id, name)
 
     def step_finished(
         self,
@@ -231,14 +230,7 @@ class PipelineTrackingManager:
         step.status = "FAILED" if error is not None else "COMPLETED"
         step.result = None if error is not None else result
         step.error = error
-        event: TrackingEvent = {
-            "type": "step_error" if error is not None else "step_complete",
-            "status": step.status,
-            "step_name": name,
-            "index": index,
-            "duration_ms": step.duration_ms,
-            "error": error,
-        }
+        event = step_end_event(name, index, step.duration_ms, error)
         if error is None:
             self._changed(status, event, "on_step_complete", run_id, name, result)
         else:

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["RunObserver", "forget_observer", "observer_for", "register_observer"]
+__all__ = [
+    "RunObserver",
+    "forget_observer",
+    "observer_for",
+    "register_observer",
+    "step_end_event",
+    "step_start_event",
+]
 
 PipelineType = Literal["sequential", "dataflow"]
 
@@ -73,3 +80,22 @@ def observer_for(run_id: str) -> RunObserver | None:
 def forget_observer(run_id: str) -> None:
     """Drop the registration (the run ended)."""
     _observers.pop(run_id, None)
+
+
+def step_start_event(name: str, index: int) -> dict[str, Any]:
+    """The event of step ``index`` starting (the same wherever the step ran)."""
+    return {"type": "step_start", "status": "RUNNING", "step_name": name, "index": index}
+
+
+def step_end_event(
+    name: str, index: int, duration_ms: float | None, error: str | None
+) -> dict[str, Any]:
+    """The event of step ``index`` ending: ``step_error`` when ``error`` is set."""
+    return {
+        "type": "step_error" if error is not None else "step_complete",
+        "status": "FAILED" if error is not None else "COMPLETED",
+        "step_name": name,
+        "index": index,
+        "duration_ms": duration_ms,
+        "error": error,
+    }

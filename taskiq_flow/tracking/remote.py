@@ -15,7 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from taskiq_flow.tracking.observer import PipelineType
+from taskiq_flow.tracking.observer import PipelineType, step_end_event, step_start_event
 from taskiq_flow.tracking.storage import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_TTL_SECONDS,
@@ -95,7 +95,7 @@ class RedisRecorder:
             run_id,
             index,
             {"step_name": name, "status": "RUNNING", "started_at": now},
-            {"type": "step_start", "status": "RUNNING", "step_name": name, "index": index},
+            step_start_event(name, index),
         )
 
     def step_finished(
@@ -123,14 +123,7 @@ class RedisRecorder:
                 "result": None if error is not None else result,
                 "error": error,
             },
-            {
-                "type": "step_error" if error is not None else "step_complete",
-                "status": status,
-                "step_name": name,
-                "index": index,
-                "duration_ms": duration,
-                "error": error,
-            },
+            step_end_event(name, index, duration, error),
         )
 
     async def run_finished(
