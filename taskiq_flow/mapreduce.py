@@ -20,9 +20,10 @@ from taskiq_flow.dataflow.dag import DAG
 from taskiq_flow.errors import ErrorHandlingMode, PipelineError, TaskDefinitionError
 from taskiq_flow.execution_engine import SPREAD_ITEM, ExecutionEngine, ItemProgress
 
-__all__ = ["MapReduce", "MapReduceResult", "MapResult", "ReduceResult"]
+__all__ = ["NO_INITIAL", "MapReduce", "MapReduceResult", "MapResult", "ReduceResult"]
 
-_NO_INITIAL: Any = object()
+NO_INITIAL: Any = object()
+"""``initial`` when none is given (``None`` is a valid initial value)."""
 
 
 @dataclass(slots=True)
@@ -134,7 +135,7 @@ class MapReduce:
         task: Any,
         inputs: Sequence[Any],
         output: str = "result",
-        initial: Any = _NO_INITIAL,
+        initial: Any = NO_INITIAL,
         *,
         chunk_size: int | None = None,
         max_parallel: int | None = None,
@@ -149,13 +150,13 @@ class MapReduce:
         """
         values = list(inputs)
         if _is_pairwise(task):
-            acc = values.pop(0) if initial is _NO_INITIAL and values else initial
-            if acc is _NO_INITIAL:
+            acc = values.pop(0) if initial is NO_INITIAL and values else initial
+            if acc is NO_INITIAL:
                 raise ValueError("reduce of an empty sequence with no initial value")
             for value in values:
                 acc = await MapReduce._call(broker, task, (acc, value))
             return ReduceResult(output, acc)
-        if initial is not _NO_INITIAL:
+        if initial is not NO_INITIAL:
             values.insert(0, initial)
         while chunk_size is not None and chunk_size > 1 and len(values) > chunk_size:
             chunks = [values[i : i + chunk_size] for i in range(0, len(values), chunk_size)]
@@ -199,7 +200,7 @@ class MapReduce:
         reduce_chunk_size: int | None = None,
         *,
         output: str = "result",
-        initial: Any = _NO_INITIAL,
+        initial: Any = NO_INITIAL,
         progress_callback: Callable[[ItemProgress], Any] | None = None,
         **map_kwargs: Any,
     ) -> MapReduceResult:

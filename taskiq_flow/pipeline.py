@@ -13,13 +13,11 @@ from taskiq_flow.dataflow.dag import DAG, DAGNode
 from taskiq_flow.errors import EmptyPipelineError, ErrorHandlingMode, TaskDefinitionError
 from taskiq_flow.execution_engine import ExecutionEngine, ExecutionReport, ItemProgress
 from taskiq_flow.hooks import resolve_observer
-from taskiq_flow.mapreduce import MapReduce, MapReduceResult, MapResult
+from taskiq_flow.mapreduce import NO_INITIAL, MapReduce, MapReduceResult, MapResult
 from taskiq_flow.scheduling import PipelineScheduler, label_schedule, register_label_schedule
 from taskiq_flow.visualization.ascii import render_ascii
 
 __all__ = ["DataflowPipeline"]
-
-_NO_INITIAL: Any = object()
 
 
 class DataflowPipeline:
@@ -251,7 +249,7 @@ class DataflowPipeline:
         *,
         max_parallel: int | None = None,
         reduce_chunk_size: int | None = None,
-        initial: Any = _NO_INITIAL,
+        initial: Any = NO_INITIAL,
         output: str = "result",
         progress_callback: Callable[[ItemProgress], Any] | None = None,
         **map_kwargs: Any,

@@ -447,3 +447,15 @@ async def test_kiq_map_sweep(broker: InMemoryBroker) -> None:
         "default:0.5:1",
         "default:0.5:2",
     ]
+
+
+async def test_kiq_map_reduce_advanced_without_an_initial_value(broker: InMemoryBroker) -> None:
+    reduce_calls: list[int] = []
+    pipeline = DataflowPipeline(broker)
+
+    result = await pipeline.kiq_map_reduce_advanced(
+        square_task(broker), sum_task(broker, reduce_calls), [1, 2, 3]
+    )
+
+    assert result.return_value == 1 + 4 + 9
+    assert reduce_calls == [3]  # the three squares, nothing prepended
