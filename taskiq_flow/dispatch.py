@@ -23,11 +23,11 @@ from taskiq_flow.completions import (
     CompletionChannel,
     channel_for,
 )
-from taskiq_flow.errors import UnknownTaskError, format_error
+from taskiq_flow.errors import UnknownTaskError
 from taskiq_flow.middleware import ensure_middleware
 from taskiq_flow.optimization.parallel import global_limit
 
-__all__ = ["Dispatcher", "format_error"]
+__all__ = ["Dispatcher"]
 
 
 class Dispatcher:

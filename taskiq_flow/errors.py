@@ -41,6 +41,7 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownTaskError",
     "format_error",
+    "names_unknown_task",
 ]
 
 
@@ -50,6 +51,11 @@ def format_error(error: BaseException | None) -> str:
         return "unknown error"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def names_unknown_task(error: str) -> bool:
+    """Whether a ``format_error`` text is an ``UnknownTaskError``: never worth a retry."""
+    return error.startswith(UnknownTaskError.__name__)
 
 
 class ErrorHandlingMode(StrEnum):

@@ -33,13 +33,15 @@ from taskiq_flow.core import (
 )
 from taskiq_flow.dataflow.cache import DataCache
 from taskiq_flow.dataflow.dag import DAG, DAGNode
-from taskiq_flow.dispatch import Dispatcher, format_error
+from taskiq_flow.dispatch import Dispatcher
 from taskiq_flow.errors import (
     ErrorHandlingMode,
     PipelineError,
     PipelineTimeoutError,
     StepTimeoutError,
     UnknownTaskError,
+    format_error,
+    names_unknown_task,
 )
 from taskiq_flow.optimization.parallel import ResourceAwareExecutor, global_limit
 from taskiq_flow.tracking.observer import RunObserver
@@ -597,7 +599,7 @@ class _Run:
                 self.exceptions[name] = result.error
             error = format_error(result.error)
             actions = self.machine.failed(
-                name, attempt, error, now, retryable=not error.startswith("UnknownTaskError")
+                name, attempt, error, now, retryable=not names_unknown_task(error)
             )
             await self._apply(None, actions)
             return

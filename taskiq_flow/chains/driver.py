@@ -37,7 +37,7 @@ from taskiq_flow.completions import (
     redis_pool_of,
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
-from taskiq_flow.errors import format_error
+from taskiq_flow.errors import format_error, names_unknown_task
 from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
 from taskiq_flow.tracking.remote import recorder_for
 
@@ -339,7 +339,7 @@ async def _item_finished(
     if result.is_err:
         error = format_error(result.error)
         retry_at = None
-        if not _is_unknown_task(error):
+        if not names_unknown_task(error):
             retry_at = spec.retry_policy.next_retry_at(
                 run.item_attempt, run.first_started, now, random.random()
             )
@@ -479,7 +479,7 @@ async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, er
     now = time.time()
     machine = _machine(spec, run, now)
     actions = machine.tick(now) or machine.failed(
-        str(run.step), run.attempt, error, now, retryable=not _is_unknown_task(error)
+        str(run.step), run.attempt, error, now, retryable=not names_unknown_task(error)
     )
     step = spec.steps[run.step]
     given = (
@@ -620,7 +620,3 @@ async def _track_finish(
         error=error,
         started_at=started_at,
     )
-
-
-def _is_unknown_task(error: str) -> bool:
-    return error.startswith("UnknownTaskError")
