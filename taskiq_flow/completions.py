@@ -35,6 +35,7 @@ __all__ = [
     "channel_for",
     "publish_completion",
     "redis_pool_of",
+    "shared_client",
 ]
 
 logger = logging.getLogger("taskiq_flow.completions")
@@ -78,6 +79,22 @@ def redis_pool_of(broker: AsyncBroker) -> Any | None:
     except ImportError:  # pragma: no cover - taskiq-redis depends on redis
         return None
     return pool if isinstance(pool, ConnectionPool) else None
+
+
+def shared_client(pool: Any) -> Any:
+    """One redis-py client per connection pool, kept on the pool.
+
+    Building a ``Redis`` object costs more than a round trip to a local Redis (it fills
+    its table of response callbacks), and a step makes several: so the per-step code of
+    a pool shares one client. Commands still take a connection from the pool each time.
+    """
+    client = getattr(pool, "_taskiq_flow_client", None)
+    if client is None:
+        from redis.asyncio import Redis
+
+        client = Redis(connection_pool=pool)
+        pool._taskiq_flow_client = client
+    return client
 
 
 class CompletionChannel(ABC):
@@ -262,8 +279,5 @@ async def publish_completion(
     pool = redis_pool_of(broker)
     if pool is None:
         return  # the driver polls the result backend
-    from redis.asyncio import Redis
-
     payload = broker.serializer.dumpb(result.model_dump(mode="json"))
-    async with Redis(connection_pool=pool) as redis:
-        await redis.eval(_APPEND_IF_OPEN, 1, EVENTS_PREFIX + run_id, task_id, payload)
+    await shared_client(pool).eval(_APPEND_IF_OPEN, 1, EVENTS_PREFIX + run_id, task_id, payload)

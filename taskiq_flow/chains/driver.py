@@ -26,7 +26,7 @@ from taskiq import AsyncBroker, TaskiqMessage, TaskiqResult
 from taskiq.kicker import AsyncKicker
 
 from taskiq_flow.chains.spec import SequenceSpec
-from taskiq_flow.chains.store import SequenceStore, _client_of, store_for
+from taskiq_flow.chains.store import SequenceStore, store_for
 from taskiq_flow.completions import (
     LABEL_ATTEMPT,
     LABEL_MODE,
@@ -35,6 +35,7 @@ from taskiq_flow.completions import (
     LABEL_STEP,
     publish_completion,
     redis_pool_of,
+    shared_client,
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
 from taskiq_flow.errors import format_error, names_unknown_task
@@ -117,7 +118,7 @@ def _tracker(broker: AsyncBroker, run_id: str, spec: SequenceSpec | None) -> Run
     if observer is not None or spec is None or not spec.tracking:
         return observer
     pool = redis_pool_of(broker)
-    return None if pool is None else recorder_for(_client_of(pool), spec.tracking)
+    return None if pool is None else recorder_for(shared_client(pool), spec.tracking)
 
 
 def _task_id(run_id: str, step: int, attempt: int, item: int, item_attempt: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from taskiq import AsyncBroker
 
-from taskiq_flow.completions import redis_pool_of
+from taskiq_flow.completions import redis_pool_of, shared_client
 
 __all__ = ["MemorySequenceStore", "RedisSequenceStore", "SequenceStore", "store_for"]
 
@@ -214,7 +214,7 @@ class RedisSequenceStore(SequenceStore):
         self.ttl = ttl_seconds
 
     def _redis(self) -> _Borrowed:
-        return _Borrowed(_client_of(self.pool))
+        return _Borrowed(shared_client(self.pool))
 
     def _dump(self, value: Any) -> bytes:
         return self.serializer.dumpb(value)
@@ -342,22 +342,6 @@ class _Borrowed:
 
     async def __aexit__(self, *_exc: object) -> None:
         return None
-
-
-def _client_of(pool: Any) -> Any:
-    """One redis-py client per connection pool, kept on the pool.
-
-    Building a ``Redis`` object costs more than a round trip to a local Redis (it fills
-    its table of response callbacks), and a step makes several: so every store op of a
-    pool shares one client. Commands still take a connection from the pool each time.
-    """
-    client = getattr(pool, "_taskiq_flow_client", None)
-    if client is None:
-        from redis.asyncio import Redis
-
-        client = Redis(connection_pool=pool)
-        pool._taskiq_flow_client = client
-    return client
 
 
 _memory = MemorySequenceStore()
