@@ -14,12 +14,19 @@ the first one died. Three defaults get in the way:
   defaults to 60 s — choose one longer than your longest task, or a task still running
   will be started a second time — and the lock expires.
 
+It also tells taskiq-flow which stream entry a task's message is (``delivery``), so a
+sequential step can acknowledge its message in the same atomic script that records its
+output and sends the next step: one round trip instead of three, and no window in which
+a dead worker leaves the next step sent but its own message pending (which would run
+the step, and send its successor, a second time).
+
 Requires the ``redis`` extra (``pip install taskiq-flow[redis]``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -28,9 +35,27 @@ from redis.asyncio import Redis
 from taskiq import AckableMessage, BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT_MS", "FlowRedisStreamBroker"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT_MS", "Delivery", "FlowRedisStreamBroker"]
 
 DEFAULT_IDLE_TIMEOUT_MS = 60_000
+# Deliveries remembered per worker: those of messages still being worked on, so this
+# only bounds what tasks that never get acknowledged (their worker raised) leave behind.
+_MAX_DELIVERIES = 10_000
+# The task id is the first field of a message as taskiq's formatter writes it (JSON, with
+# or without spaces). A message in another format just has no known delivery.
+_TASK_ID = re.compile(rb'\{"task_id": ?"([^"\\]+)"')
+
+
+class Delivery:
+    """Which stream entry a message came from; ``acked`` once something acknowledged it."""
+
+    __slots__ = ("acked", "group", "message_id", "stream")
+
+    def __init__(self, stream: str, group: str, message_id: Any) -> None:
+        self.stream = stream
+        self.group = group
+        self.message_id = message_id
+        self.acked = False
 
 
 class FlowRedisStreamBroker(RedisStreamBroker):
@@ -61,6 +86,14 @@ class FlowRedisStreamBroker(RedisStreamBroker):
         # One client for sends and acks: taskiq-redis builds a new ``Redis`` object for
         # each, which costs more than the round trip itself.
         self._client = Redis(connection_pool=self.connection_pool)
+        self._deliveries: dict[str, Delivery] = {}
+
+    def delivery(self, task_id: str) -> Delivery | None:
+        """The stream entry of the message with ``task_id`` this worker is handling.
+
+        Whoever acknowledges it by other means sets ``acked``; the message's own
+        acknowledgement then costs nothing."""
+        return self._deliveries.get(task_id)
 
     async def kick(self, message: BrokerMessage) -> None:
         """Append ``message`` to its stream."""
@@ -74,6 +107,28 @@ class FlowRedisStreamBroker(RedisStreamBroker):
             await self._client.xack(queue_name, self.consumer_group_name, id)
 
         return ack
+
+    def _delivered(self, stream: Any, message_id: Any, data: bytes) -> AckableMessage:
+        """The message of one stream entry, its delivery remembered by task id."""
+        queue = stream.decode() if isinstance(stream, bytes) else str(stream)
+        found = _TASK_ID.match(data)
+        if found is None:
+            return AckableMessage(data=data, ack=self._ack_generator(message_id, queue))
+        task_id = found.group(1).decode()
+        delivery = Delivery(queue, self.consumer_group_name, message_id)
+        self._deliveries.pop(task_id, None)
+        self._deliveries[task_id] = delivery
+        if len(self._deliveries) > _MAX_DELIVERIES:
+            del self._deliveries[next(iter(self._deliveries))]
+
+        async def ack() -> None:
+            if self._deliveries.get(task_id) is delivery:
+                del self._deliveries[task_id]
+            if not delivery.acked:
+                delivery.acked = True
+                await self._client.xack(queue, self.consumer_group_name, message_id)
+
+        return AckableMessage(data=data, ack=ack)
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         """New messages first; then, at most once per interval, other workers' stale ones."""
@@ -91,10 +146,7 @@ class FlowRedisStreamBroker(RedisStreamBroker):
                 )
                 for stream, messages in fetched or ():
                     for message_id, fields in messages:
-                        yield AckableMessage(
-                            data=fields[b"data"],
-                            ack=self._ack_generator(id=message_id, queue_name=stream),
-                        )
+                        yield self._delivered(stream, message_id, fields[b"data"])
                 if time.monotonic() < next_reclaim:
                     continue
                 next_reclaim = time.monotonic() + self.reclaim_interval
@@ -124,7 +176,4 @@ class FlowRedisStreamBroker(RedisStreamBroker):
         for message_id, fields in claimed[1]:
             if fields is None:  # deleted from the stream meanwhile
                 continue
-            yield AckableMessage(
-                data=fields[b"data"],
-                ack=self._ack_generator(id=message_id, queue_name=stream),
-            )
+            yield self._delivered(stream, message_id, fields[b"data"])

@@ -175,7 +175,8 @@ class RedisChannel(CompletionChannel):
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.key, {b"open": b"1"})
         pipe.expire(self.key, EVENTS_TTL_SECONDS)
-        await pipe.execute()
+        marker, _ = await pipe.execute()
+        self.last_id = marker  # read from after the marker: the first read waits
 
     async def get(self, timeout: float | None, outstanding: Iterable[str]) -> list[Completion]:
         if timeout is not None and timeout <= 0:

@@ -10,8 +10,8 @@ For tasks that belong to a pipeline run it
 - waits out a retry's delay before the task runs (the message stays unacknowledged, so a
   worker that dies meanwhile loses nothing);
 - injects ``PipelineContext`` into a parameter annotated with it;
-- after the result is saved, tells the run's driver (dataflow runs) or advances the run
-  itself (sequential runs), then calls ``on_step_complete``;
+- as soon as the task has run, calls ``on_step_complete``, then tells the run's driver
+  (dataflow runs) or advances the run itself (sequential runs);
 - turns a task name this worker does not know into a failed step
   (``UnknownTaskError``), where taskiq alone would drop the message and leave the run
   waiting.
@@ -94,35 +94,43 @@ class PipelineMiddleware(TaskiqMiddleware):
                 message.kwargs[param] = context_from(message, self.broker)
         return message
 
-    async def post_save(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Report the finished step to its run, or advance a sequential run."""
+    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Call ``on_step_complete``, then report the finished step to its run (dataflow)
+        or advance the run (sequential).
+
+        This happens before taskiq saves the result: nobody reads a pipeline step's result
+        from the result backend (the run's record and event stream carry it), so the run
+        does not wait for that write — the next step is on its way while it happens.
+        """
         labels = message.labels
         if isinstance(result.error, NoResultError):
             return
-        if LABEL_SEQ in labels:
-            # Errors propagate: the message stays unacknowledged and is redelivered,
-            # so a run never silently stops because Redis blinked.
-            await on_step_finished(self.broker, message, result)
-        elif LABEL_RUN in labels:
-            try:
-                await publish_completion(
-                    self.broker, str(labels[LABEL_RUN]), message.task_id, result
-                )
-            except Exception:
-                # The driver still sees the result through its fallbacks (step timeout,
-                # result backend); a failed notification must not fail the task.
-                logger.exception("could not report completion of task %s", message.task_id)
-        else:
+        if LABEL_SEQ not in labels and LABEL_RUN not in labels:
             return
-        if type(self).on_step_complete is PipelineMiddleware.on_step_complete:
-            return  # not overridden: skip building a context for nobody
+        if type(self).on_step_complete is not PipelineMiddleware.on_step_complete:
+            try:
+                await self.on_step_complete(context_from(message, self.broker), result)
+            except Exception:
+                logger.exception("on_step_complete raised for task %s", message.task_id)
+        if LABEL_SEQ in labels:
+            try:
+                await on_step_finished(self.broker, message, result)
+            except Exception:
+                # Raised on: taskiq then neither saves nor acknowledges the message, so it
+                # is redelivered and the run never silently stops because Redis blinked.
+                logger.exception("could not advance run %s", labels[LABEL_SEQ])
+                raise
+            return
         try:
-            await self.on_step_complete(context_from(message, self.broker), result)
+            await publish_completion(self.broker, str(labels[LABEL_RUN]), message.task_id, result)
         except Exception:
-            logger.exception("on_step_complete raised for task %s", message.task_id)
+            # The driver still sees the result through its fallbacks (step timeout, result
+            # backend); a failed notification must not fail the task.
+            logger.exception("could not report completion of task %s", message.task_id)
 
     async def on_step_complete(self, ctx: PipelineContext, result: TaskiqResult[Any]) -> None:
-        """Called on the worker after each pipeline step's result is saved."""
+        """Called on the worker when a pipeline step (or map item) has finished, before
+        its run moves on: the next step starts once this returns, so keep it short."""
 
 
 def context_from(message: TaskiqMessage, broker: AsyncBroker) -> PipelineContext:

@@ -20,11 +20,12 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqResult
 from taskiq.kicker import AsyncKicker
 
+from taskiq_flow.chains.sending import advance_and_send, delivery_of
 from taskiq_flow.chains.spec import SequenceSpec
 from taskiq_flow.chains.store import SequenceStore, store_for
 from taskiq_flow.completions import (
@@ -41,6 +42,9 @@ from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
 from taskiq_flow.errors import format_error, names_unknown_task
 from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
 from taskiq_flow.tracking.remote import recorder_for
+
+if TYPE_CHECKING:
+    from taskiq_flow.brokers import Delivery
 
 __all__ = [
     "LABEL_SEQ",
@@ -97,6 +101,8 @@ class _Run:
         self.item_attempt = int(labels.get(LABEL_SEQ_ITEM_ATTEMPT, 1))
         self.started_at = float(labels.get(LABEL_STARTED, time.time()))
         self.first_started = float(labels.get(LABEL_SEQ_FIRST, self.started_at))
+        # The finished message's stream entry: acknowledged with the next step's send.
+        self.delivery: Delivery | None = None
 
 
 async def _spec(store: SequenceStore, run_id: str) -> SequenceSpec | None:
@@ -144,6 +150,37 @@ async def _kick(
     item_attempt: int = 1,
     not_before: float | None = None,
 ) -> None:
+    kicker, args, kwargs = _kicker(
+        broker,
+        spec,
+        run_id,
+        step_index,
+        attempt,
+        value,
+        started_at=started_at,
+        first_started=first_started,
+        item=item,
+        item_attempt=item_attempt,
+        not_before=not_before,
+    )
+    await kicker.kiq(*args, **kwargs)
+
+
+def _kicker(
+    broker: AsyncBroker,
+    spec: SequenceSpec,
+    run_id: str,
+    step_index: int,
+    attempt: int,
+    value: Any,
+    *,
+    started_at: float,
+    first_started: float,
+    item: int = -1,
+    item_attempt: int = 1,
+    not_before: float | None = None,
+) -> tuple[AsyncKicker[Any, Any], tuple[Any, ...], dict[str, Any]]:
+    """What sends step ``step_index`` (item ``item``) of the run, and its arguments."""
     step = spec.steps[step_index]
     task_name = step.tasks[item] if step.kind == "group" else step.tasks[0]
     task = broker.find_task(task_name)
@@ -178,9 +215,8 @@ async def _kick(
     else:
         args = (value,)
     kicker: AsyncKicker[Any, Any] = AsyncKicker(task_name=task_name, broker=broker, labels=labels)
-    await kicker.with_task_id(_task_id(run_id, step_index, attempt, item, item_attempt)).kiq(
-        *args, **kwargs
-    )
+    kicker.with_task_id(_task_id(run_id, step_index, attempt, item, item_attempt))
+    return kicker, args, kwargs
 
 
 def _machine(spec: SequenceSpec, run: _Run, now: float) -> RunMachine:
@@ -235,6 +271,7 @@ async def _start_step(
     started_at: float,
     first_started: float,
     output: tuple[int, Any] | None = None,
+    delivery: Delivery | None = None,
 ) -> None:
     step = spec.steps[index]
     tracker = _tracker(broker, run_id, spec)
@@ -242,10 +279,9 @@ async def _start_step(
         tracker.step_started(run_id, index, step.name)
     # The previous step's output (when there is one) is recorded in the same round trip.
     outputs = None if output is None else {output[0]: output[1]}
-    if not await store.advance(run_id, {"step": index, "step_name": step.name}, outputs):
-        return  # the run ended meanwhile (failed, timed out): a late result sends nothing
+    fields = {"step": index, "step_name": step.name}
     if not step.fans_out:
-        await _kick(
+        kicker, args, kwargs = _kicker(
             broker,
             spec,
             run_id,
@@ -255,7 +291,14 @@ async def _start_step(
             started_at=started_at,
             first_started=first_started,
         )
+        sent = await advance_and_send(
+            broker, store, run_id, fields, outputs, kicker, args, kwargs, delivery
+        )
+        if sent is None and await store.advance(run_id, fields, outputs):
+            await kicker.kiq(*args, **kwargs)
         return
+    if not await store.advance(run_id, fields, outputs):
+        return  # the run ended meanwhile (failed, timed out): a late result sends nothing
     if step.kind == "group":
         count = len(step.tasks)
         items: Sequence[Any] = [value] * count
@@ -305,6 +348,7 @@ async def on_step_finished(
 ) -> None:
     """Worker side: a sequential step (or item) finished; move the run on."""
     run = _Run(broker, message.labels)
+    run.delivery = delivery_of(broker, message.task_id)
     spec = await _spec(run.store, run.run_id)
     if spec is None:
         logger.error("sequential run %s is unknown or expired; dropping its step", run.run_id)
@@ -469,10 +513,19 @@ async def _advance(
         tracker.step_finished(
             run_id, index, spec.steps[index].name, result=value, started_at=first_started
         )
-    if not any(isinstance(action, Dispatch) for action in actions):
-        await store.record_output(run_id, index, value)
+    if not any(isinstance(action, Dispatch | Finish) for action in actions):
+        await store.record_output(run_id, index, value)  # else recorded with what follows
     await _carry_out(
-        broker, store, spec, run_id, actions, value, started_at, index, output=(index, value)
+        broker,
+        store,
+        spec,
+        run_id,
+        actions,
+        value,
+        started_at,
+        index,
+        output=(index, value),
+        delivery=None if run is None else run.delivery,
     )
 
 
@@ -526,6 +579,7 @@ async def _carry_out(
     index: int,
     error: str | None = None,
     output: tuple[int, Any] | None = None,
+    delivery: Delivery | None = None,
 ) -> None:
     for action in actions:
         if isinstance(action, Dispatch):
@@ -541,10 +595,11 @@ async def _carry_out(
                 started_at,
                 now,
                 output,
+                delivery,
             )
         elif isinstance(action, Finish):
             if action.outcome is RunOutcome.SUCCEEDED:
-                await _finish(broker, store, run_id, started_at, index, value=value)
+                await _finish(broker, store, run_id, started_at, index, value=value, output=output)
             else:
                 timed_out = action.failed_node is None
                 failed = index if timed_out else int(str(action.failed_node))
@@ -569,10 +624,10 @@ async def _finish(
     value: Any = None,
     error: str | None = None,
     timed_out: bool = False,
+    output: tuple[int, Any] | None = None,
 ) -> None:
-    """End the run once: record it, store the final result under the run's id, notify."""
-    if not await store.finish_once(run_id):
-        return
+    """End the run once: record it (with the last ``output``), store the final result
+    under the run's id, notify."""
     now = time.time()
     ok = error is None
     fields: dict[str, Any] = {"phase": "Succeeded" if ok else "Failed", "finished_at": now}
@@ -582,7 +637,9 @@ async def _finish(
         fields.update(
             {"failed_step": name, "failed_index": step, "error": error, "timed_out": timed_out}
         )
-    await store.update(run_id, fields)
+    outputs = None if output is None else {output[0]: output[1]}
+    if not await store.finish_once(run_id, fields, outputs):
+        return
     await _track_finish(broker, store, run_id, started_at, step, value, error)
     result: TaskiqResult[Any] = TaskiqResult(
         is_err=not ok,
@@ -590,11 +647,19 @@ async def _finish(
         error=None if ok else RuntimeError(error),
         execution_time=now - started_at,
     )
+    # Both at once: a waiting client takes the result from the completion; the result
+    # backend's copy is for lookups by id (``taskiq_flow.Task``), which read the run's
+    # record first and rebuild the result from it while the copy is not there yet.
+    await asyncio.gather(
+        _store_final(broker, run_id, result), publish_completion(broker, run_id, run_id, result)
+    )
+
+
+async def _store_final(broker: AsyncBroker, run_id: str, result: TaskiqResult[Any]) -> None:
     try:
         await broker.result_backend.set_result(run_id, result)
     except Exception:  # the run's own record above is what clients read first
         logger.exception("could not store the final result of run %s", run_id)
-    await publish_completion(broker, run_id, run_id, result)
 
 
 async def _track_finish(

@@ -15,13 +15,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from taskiq import AsyncBroker
 
 from taskiq_flow.completions import redis_pool_of, shared_client
 
-__all__ = ["MemorySequenceStore", "RedisSequenceStore", "SequenceStore", "store_for"]
+__all__ = [
+    "MemorySequenceStore",
+    "RedisSequenceStore",
+    "SequenceStore",
+    "StreamAck",
+    "StreamSend",
+    "store_for",
+]
 
 PREFIX = "taskiq_flow:seq:"
 # State outlives a finished run long enough to be read back, then Redis drops it.
@@ -85,8 +93,14 @@ class SequenceStore(ABC):
         """The list saved by ``save_input``."""
 
     @abstractmethod
-    async def finish_once(self, run: str) -> bool:
-        """True for the first caller only: that caller finalises the run."""
+    async def finish_once(
+        self,
+        run: str,
+        fields: Mapping[str, Any] | None = None,
+        outputs: Mapping[int, Any] | None = None,
+    ) -> bool:
+        """True for the first caller only: that caller finalises the run, and ``fields``
+        and ``outputs`` (as for ``update``) are recorded with the decision, atomically."""
 
     @abstractmethod
     async def is_finished(self, run: str) -> bool:
@@ -163,9 +177,15 @@ class MemorySequenceStore(SequenceStore):
     async def load_input(self, run: str, step: int) -> Any:
         return self._inputs.get((run, step))
 
-    async def finish_once(self, run: str) -> bool:
+    async def finish_once(
+        self,
+        run: str,
+        fields: Mapping[str, Any] | None = None,
+        outputs: Mapping[int, Any] | None = None,
+    ) -> bool:
         if run in self._finished:
             return False
+        await self.update(run, fields or {}, outputs)
         self._finished.add(run)
         self._finish_order.append(run)
         while len(self._finish_order) > self.max_finished_runs:
@@ -186,23 +206,80 @@ class MemorySequenceStore(SequenceStore):
             del self._inputs[input_key]
 
 
-# KEYS: finished flag, state hash, outputs hash. ARGV: ttl, number of state fields, the
-# state fields and values, then output index/value pairs. Nothing is written once the
-# run has finished.
+# KEYS: finished flag, state hash, outputs hash, stream to send to, stream to acknowledge.
+# ARGV: ttl, number of state fields, number of outputs, send? ("1"), the message, its
+# stream's maxlen ("" for none), approximate trimming? ("1"), acknowledge? ("1"), consumer
+# group, entry id; then the state fields and values, then output index/value pairs.
+# Nothing is written or sent once the run has finished; the acknowledgement always goes.
 _ADVANCE_IF_RUNNING = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[3])
+local running = redis.call('EXISTS', KEYS[1]) == 0
+if running then
+  if n > 0 then
+    redis.call('HSET', KEYS[2], unpack(ARGV, 11, 10 + 2 * n))
+    redis.call('EXPIRE', KEYS[2], ttl)
+  end
+  if m > 0 then
+    redis.call('HSET', KEYS[3], unpack(ARGV, 11 + 2 * n, 10 + 2 * n + 2 * m))
+    redis.call('EXPIRE', KEYS[3], ttl)
+  end
+  if ARGV[4] == '1' then
+    if ARGV[6] == '' then
+      redis.call('XADD', KEYS[4], '*', 'data', ARGV[5])
+    elseif ARGV[7] == '1' then
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'data', ARGV[5])
+    else
+      redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], '*', 'data', ARGV[5])
+    end
+  end
+end
+if ARGV[8] == '1' then
+  redis.call('XACK', KEYS[5], ARGV[9], ARGV[10])
+end
+if running then return 1 end
+return 0
+"""
+
+
+# KEYS: finished flag, state hash, outputs hash. ARGV: ttl, number of state fields, number
+# of outputs, then the fields and values, then output index/value pairs. Only the first
+# caller sets the flag and writes.
+_FINISH_ONCE = """
+local ttl = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[3])
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ttl) then return 0 end
 if n > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 3, 2 + 2 * n))
+  redis.call('HSET', KEYS[2], unpack(ARGV, 4, 3 + 2 * n))
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-if #ARGV > 2 + 2 * n then
-  redis.call('HSET', KEYS[3], unpack(ARGV, 3 + 2 * n, #ARGV))
+if m > 0 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 4 + 2 * n, 3 + 2 * n + 2 * m))
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 return 1
 """
+
+
+@dataclass(frozen=True)
+class StreamSend:
+    """A message to append to a Redis stream, as a stream broker's ``kick`` would."""
+
+    stream: str
+    data: bytes
+    maxlen: int | None = None
+    approximate: bool = True
+
+
+@dataclass(frozen=True)
+class StreamAck:
+    """A stream entry to acknowledge."""
+
+    stream: str
+    group: str
+    message_id: Any
 
 
 class RedisSequenceStore(SequenceStore):
@@ -254,14 +331,36 @@ class RedisSequenceStore(SequenceStore):
             await pipe.execute()
 
     async def advance(
-        self, run: str, fields: Mapping[str, Any], outputs: Mapping[int, Any] | None = None
+        self,
+        run: str,
+        fields: Mapping[str, Any],
+        outputs: Mapping[int, Any] | None = None,
+        *,
+        send: StreamSend | None = None,
+        ack: StreamAck | None = None,
     ) -> bool:
-        args: list[Any] = [self.ttl, len(fields)]
+        """``SequenceStore.advance``, and in the same atomic script: append ``send`` to its
+        stream (the next step, only while the run is going) and acknowledge ``ack`` (the
+        step that finished, in any case)."""
+        outputs = outputs or {}
+        args: list[Any] = [self.ttl, len(fields), len(outputs)]
+        args += (
+            ["1", send.data, send.maxlen or "", "1" if send.approximate else "0"]
+            if send
+            else ["0", "", "", "0"]
+        )
+        args += ["1", ack.group, ack.message_id] if ack else ["0", "", ""]
         for key, value in fields.items():
             args.extend((key, self._dump(value)))
-        for index, value in (outputs or {}).items():
+        for index, value in outputs.items():
             args.extend((str(index), self._dump(value)))
-        keys = [f"{PREFIX}{run}:finished", f"{PREFIX}{run}:state", f"{PREFIX}{run}:outputs"]
+        keys = [
+            f"{PREFIX}{run}:finished",
+            f"{PREFIX}{run}:state",
+            f"{PREFIX}{run}:outputs",
+            send.stream if send else f"{PREFIX}{run}:state",
+            ack.stream if ack else f"{PREFIX}{run}:state",
+        ]
         async with self._redis() as redis:
             return bool(await redis.eval(_ADVANCE_IF_RUNNING, len(keys), *keys, *args))
 
@@ -314,9 +413,21 @@ class RedisSequenceStore(SequenceStore):
             raw = await redis.get(f"{PREFIX}{run}:input:{step}")
         return None if raw is None else self._load(raw)
 
-    async def finish_once(self, run: str) -> bool:
+    async def finish_once(
+        self,
+        run: str,
+        fields: Mapping[str, Any] | None = None,
+        outputs: Mapping[int, Any] | None = None,
+    ) -> bool:
+        fields, outputs = fields or {}, outputs or {}
+        args: list[Any] = [self.ttl, len(fields), len(outputs)]
+        for key, value in fields.items():
+            args.extend((key, self._dump(value)))
+        for index, value in outputs.items():
+            args.extend((str(index), self._dump(value)))
+        keys = [f"{PREFIX}{run}:finished", f"{PREFIX}{run}:state", f"{PREFIX}{run}:outputs"]
         async with self._redis() as redis:
-            return bool(await redis.set(f"{PREFIX}{run}:finished", 1, nx=True, ex=self.ttl))
+            return bool(await redis.eval(_FINISH_ONCE, len(keys), *keys, *args))
 
     async def is_finished(self, run: str) -> bool:
         async with self._redis() as redis:

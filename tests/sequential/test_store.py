@@ -8,7 +8,13 @@ import pytest
 from taskiq import InMemoryBroker
 
 from taskiq_flow.brokers import FlowRedisStreamBroker
-from taskiq_flow.chains.store import SequenceStore, store_for
+from taskiq_flow.chains.store import (
+    RedisSequenceStore,
+    SequenceStore,
+    StreamAck,
+    StreamSend,
+    store_for,
+)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -33,6 +39,58 @@ async def test_advance_records_while_running_and_refuses_after_the_end(
     assert not await store.advance("run-a", {"step": 2, "step_name": "late"}, {1: "late"})
     status = await store.status("run-a")
     assert (status["step"], status["outputs"]) == (1, {0: [1, 2]})
+
+
+async def test_finish_once_records_the_end_only_for_the_first_caller(
+    store: SequenceStore,
+) -> None:
+    await store.save_spec("run-f", "{}")
+    assert await store.finish_once("run-f", {"phase": "Succeeded"}, {2: 42})
+    assert not await store.finish_once("run-f", {"phase": "Failed"}, {2: "late"})
+    status = await store.status("run-f")
+    assert (status["phase"], status["outputs"]) == ("Succeeded", {2: 42})
+
+
+async def test_a_step_is_acknowledged_in_the_script_that_sends_the_next(redis_url: str) -> None:
+    broker = FlowRedisStreamBroker(redis_url, queue_name="store-q")
+    store = store_for(broker)
+    assert isinstance(store, RedisSequenceStore)
+    redis = broker._client
+    try:
+        await redis.xgroup_create("store-q", "g", id="0", mkstream=True)
+        await redis.xadd("store-q", {b"data": b"step 0"})
+        [(_, [(step0, _)])] = await redis.xreadgroup("g", "w", {"store-q": ">"})
+        await store.save_spec("run-s", "{}")
+
+        running = await store.advance(
+            "run-s",
+            {"step": 1},
+            {0: "out"},
+            send=StreamSend("store-q", b"step 1"),
+            ack=StreamAck("store-q", "g", step0),
+        )
+
+        assert running
+        assert (await redis.xpending("store-q", "g"))["pending"] == 0
+        entries = await redis.xrange("store-q")
+        assert [fields[b"data"] for _, fields in entries] == [b"step 0", b"step 1"]
+        assert (await store.status("run-s"))["outputs"] == {0: "out"}
+
+        # A late redelivery of step 1 after the run ended: acknowledged, nothing sent.
+        [(_, [(step1, _)])] = await redis.xreadgroup("g", "w", {"store-q": ">"})
+        assert await store.finish_once("run-s")
+        running = await store.advance(
+            "run-s",
+            {"step": 2},
+            {1: "late"},
+            send=StreamSend("store-q", b"step 2", maxlen=100),
+            ack=StreamAck("store-q", "g", step1),
+        )
+        assert not running
+        assert (await redis.xpending("store-q", "g"))["pending"] == 0
+        assert await redis.xlen("store-q") == 2
+    finally:
+        await broker.shutdown()
 
 
 async def test_an_item_counts_once_however_often_it_is_delivered(store: SequenceStore) -> None:
