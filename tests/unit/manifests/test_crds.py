@@ -36,6 +36,20 @@ class TestGeneratedFiles:
                 f"crds/{name} is stale: run `taskiq-flow crds --output-dir crds`"
             )
 
+    def test_helm_chart_crds_match_a_fresh_generation(self) -> None:
+        # Helm installs helm/taskiq-flow/crds/ as they are: the same bytes as crds/.
+        generated = render_crds()
+        chart = ROOT / "helm" / "taskiq-flow" / "crds"
+        on_disk = {p.name: p.read_text(encoding="utf-8") for p in chart.glob("*.yaml")}
+        assert sorted(on_disk) == sorted(generated), (
+            "helm/taskiq-flow/crds/ holds other files than generated"
+        )
+        for name, text in generated.items():
+            assert on_disk[name] == text, (
+                f"helm/taskiq-flow/crds/{name} is stale: run "
+                "`taskiq-flow crds --output-dir helm/taskiq-flow/crds`"
+            )
+
     def test_render_all_is_every_file_in_one_stream(self) -> None:
         documents = list(yaml.safe_load_all(render_all()))
         assert [d["spec"]["names"]["kind"] for d in documents] == ["Pipeline", "PipelineRun"]

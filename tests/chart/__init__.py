@@ -1,0 +1,1 @@
+"""The Helm chart in helm/taskiq-flow, rendered and linted by the real helm binary."""
