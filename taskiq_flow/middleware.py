@@ -120,6 +120,11 @@ class PipelineMiddleware(TaskiqMiddleware):
                 # is redelivered and the run never silently stops because Redis blinked.
                 logger.exception("could not advance run %s", labels[LABEL_SEQ])
                 raise
+            if not result.is_err:
+                # The run's record holds the output; a copy in the result backend would
+                # cost the worker a write per step that nobody reads. taskiq skips saving
+                # a result whose error is NoResultError (and still acknowledges it).
+                result.error = NoResultError()
             return
         try:
             await publish_completion(self.broker, str(labels[LABEL_RUN]), message.task_id, result)

@@ -189,6 +189,7 @@ class Pipeline:
         self.pipeline_id = run_id
         handle = PipelineTask(run_id, self.broker, self.step_names)
         await handle.open()  # listen before the first step can finish
+        handle._heard_from_start = True
         observer = resolve_observer(self.tracking, self.hooks)
         if observer is not None:
             # Steps that finish in this process report here; workers elsewhere write
@@ -237,6 +238,8 @@ class PipelineTask:
         self._channel: CompletionChannel | None = None
         self._status: dict[str, Any] = {}
         self._result: TaskiqResult[Any] | None = None
+        # Listening since before the run's first step: its end cannot have been missed.
+        self._heard_from_start = False
 
     @property
     def pipeline_id(self) -> str:
@@ -314,11 +317,14 @@ class PipelineTask:
         await self.open()
         assert self._channel is not None
         try:
+            check_status = not self._heard_from_start
             while True:
-                status = await self.get_status()
-                if self.is_finished:
-                    self._result = await self._final(status)
-                    return
+                if check_status:
+                    status = await self.get_status()
+                    if self.is_finished:
+                        self._result = await self._final(status)
+                        return
+                check_status = True
                 completions: list[Completion] = await self._channel.get(
                     _STATUS_RECHECK_SECONDS, [self.task_id]
                 )
@@ -329,6 +335,7 @@ class PipelineTask:
                         return
         finally:
             channel, self._channel = self._channel, None
+            self._heard_from_start = False  # a later wait listens anew: check first
             await channel.close()
 
     async def _final(self, status: dict[str, Any]) -> TaskiqResult[Any]:
