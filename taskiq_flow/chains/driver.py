@@ -27,7 +27,7 @@ from taskiq.kicker import AsyncKicker
 
 from taskiq_flow.chains.sending import advance_and_send, delivery_of
 from taskiq_flow.chains.spec import SequenceSpec
-from taskiq_flow.chains.store import SequenceStore, store_for
+from taskiq_flow.chains.store import RedisSequenceStore, SequenceStore, StreamAck, store_for
 from taskiq_flow.completions import (
     LABEL_ATTEMPT,
     LABEL_MODE,
@@ -417,13 +417,13 @@ async def _item_finished(
         payload: dict[str, Any] = {"ok": False, "e": error}
     else:
         payload = {"ok": True, "v": result.return_value}
-    new, done = await run.store.item_done(run.run_id, run.step, run.attempt, run.item, payload)
-    total = len(step.tasks) if step.kind == "group" else None
     items: list[Any] | None = None
-    if step.kind != "group":
+    if step.kind == "group":
+        total = len(step.tasks)
+    else:
         items = await _fanout_input(run)
         total = len(items)
-    assert total is not None
+    new, done = await _record_item(run, step.max_parallel is None, total, payload)
     if items is not None and step.max_parallel is not None:
         # Item i's completion sends item i + window: every held-back item gets exactly one
         # sender, and at most `window` items are in flight. A redelivered item (not new)
@@ -445,6 +445,8 @@ async def _item_finished(
             )
     if done < total:
         return
+    if not new and (await run.store.status(run.run_id)).get("step") != run.step:
+        return  # a redelivered item of a step that has already moved on: nothing to send
     results = await run.store.items(run.run_id, run.step, run.attempt)
     ordered = [results[i] for i in sorted(results)]
     # String keys: what a JSON round trip through Redis gives back, so both stores agree.
@@ -468,6 +470,26 @@ async def _item_finished(
         run.first_started,
         run,
     )
+
+
+async def _record_item(run: _Run, ackable: bool, total: int, payload: Any) -> tuple[bool, int]:
+    """``store.item_done``. When nothing follows from this item unless it completes the
+    step (no held-back item to send: ``ackable``), its message is acknowledged in the same
+    script — on a broker that says which stream entry it was."""
+    store, delivery = run.store, run.delivery
+    if (
+        not ackable
+        or delivery is None
+        or delivery.acked
+        or not isinstance(store, RedisSequenceStore)
+    ):
+        return await store.item_done(run.run_id, run.step, run.attempt, run.item, payload)
+    ack = StreamAck(delivery.stream, delivery.group, delivery.message_id)
+    new, done = await store.item_done(
+        run.run_id, run.step, run.attempt, run.item, payload, ack=ack, total=total
+    )
+    delivery.acked = done < total
+    return new, done
 
 
 async def _fanout_input(run: _Run) -> list[Any]:

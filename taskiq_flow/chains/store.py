@@ -263,6 +263,19 @@ return 1
 """
 
 
+# KEYS: the step's item results hash, the stream to acknowledge in. ARGV: item index, its
+# result, ttl, the step's item count, then (optionally) consumer group and entry id.
+_ITEM_DONE = """
+local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+local count = redis.call('HLEN', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if #ARGV > 4 and count < tonumber(ARGV[4]) then
+  redis.call('XACK', KEYS[2], ARGV[5], ARGV[6])
+end
+return {new, count}
+"""
+
+
 @dataclass(frozen=True)
 class StreamSend:
     """A message to append to a Redis stream, as a stream broker's ``kick`` would."""
@@ -384,15 +397,25 @@ class RedisSequenceStore(SequenceStore):
             await pipe.execute()
 
     async def item_done(
-        self, run: str, step: int, attempt: int, index: int, payload: Any
+        self,
+        run: str,
+        step: int,
+        attempt: int,
+        index: int,
+        payload: Any,
+        *,
+        ack: StreamAck | None = None,
+        total: int = 0,
     ) -> tuple[bool, int]:
-        key = f"{PREFIX}{run}:items:{step}:{attempt}"
+        """``SequenceStore.item_done``; and, in the same script, acknowledge ``ack`` (the
+        item's message) when the count stays below ``total``: that item's work is done.
+        The item that completes the count is acknowledged with what it sends next."""
+        keys = [f"{PREFIX}{run}:items:{step}:{attempt}", ack.stream if ack else PREFIX]
+        args: list[Any] = [str(index), self._dump(payload), self.ttl, total]
+        if ack is not None:
+            args += [ack.group, ack.message_id]
         async with self._redis() as redis:
-            pipe = redis.pipeline(transaction=True)  # MULTI: set-if-new and count, atomically
-            pipe.hsetnx(key, str(index), self._dump(payload))
-            pipe.hlen(key)
-            pipe.expire(key, self.ttl)
-            new, count, _ = await pipe.execute()
+            new, count = await redis.eval(_ITEM_DONE, len(keys), *keys, *args)
         return bool(new), int(count)
 
     async def items(self, run: str, step: int, attempt: int) -> dict[int, Any]:

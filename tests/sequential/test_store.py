@@ -100,3 +100,31 @@ async def test_an_item_counts_once_however_often_it_is_delivered(store: Sequence
     assert await store.has_item("run-b", 0, 1, 3)
     assert not await store.has_item("run-b", 0, 1, 1)
     assert await store.items("run-b", 0, 1) == {3: {"ok": True, "v": 9}, 0: {"ok": False, "e": "x"}}
+
+
+async def test_an_item_is_acknowledged_with_its_result_unless_it_completes_the_step(
+    redis_url: str,
+) -> None:
+    broker = FlowRedisStreamBroker(redis_url, queue_name="items-q")
+    store = store_for(broker)
+    assert isinstance(store, RedisSequenceStore)
+    redis = broker._client
+    try:
+        await redis.xgroup_create("items-q", "g", id="0", mkstream=True)
+        for item in (0, 1):
+            await redis.xadd("items-q", {b"data": f"item {item}".encode()})
+        [(_, [(first, _), (second, _)])] = await redis.xreadgroup("g", "w", {"items-q": ">"})
+
+        assert await store.item_done(
+            "run-i", 0, 1, 0, "a", ack=StreamAck("items-q", "g", first), total=2
+        ) == (True, 1)
+        assert (await redis.xpending("items-q", "g"))["pending"] == 1  # item 0 is done with
+
+        # The last item stays pending: it is acknowledged with what it sends next.
+        assert await store.item_done(
+            "run-i", 0, 1, 1, "b", ack=StreamAck("items-q", "g", second), total=2
+        ) == (True, 2)
+        pending = await redis.xpending_range("items-q", "g", min="-", max="+", count=10)
+        assert [entry["message_id"] for entry in pending] == [second]
+    finally:
+        await broker.shutdown()
