@@ -271,14 +271,18 @@ def channel_for(broker: AsyncBroker, run_id: str) -> CompletionChannel:
 
 async def publish_completion(
     broker: AsyncBroker, run_id: str, task_id: str, result: TaskiqResult[Any]
-) -> None:
-    """Worker side: tell the run's driver that ``task_id`` finished."""
+) -> bool:
+    """Worker side: tell the run's driver that ``task_id`` finished.
+
+    Returns whether the driver got the result this way (it was listening); when not, it
+    looks in the result backend."""
     channel = _local_channels.get(run_id)
     if channel is not None:
         channel.queue.put_nowait(Completion(task_id, result))
-        return
+        return True
     pool = redis_pool_of(broker)
     if pool is None:
-        return  # the driver polls the result backend
+        return False  # the driver polls the result backend
     payload = broker.serializer.dumpb(result.model_dump(mode="json"))
-    await shared_client(pool).eval(_APPEND_IF_OPEN, 1, EVENTS_PREFIX + run_id, task_id, payload)
+    client = shared_client(pool)
+    return bool(await client.eval(_APPEND_IF_OPEN, 1, EVENTS_PREFIX + run_id, task_id, payload))

@@ -127,11 +127,16 @@ class PipelineMiddleware(TaskiqMiddleware):
                 result.error = NoResultError()
             return
         try:
-            await publish_completion(self.broker, str(labels[LABEL_RUN]), message.task_id, result)
+            heard = await publish_completion(
+                self.broker, str(labels[LABEL_RUN]), message.task_id, result
+            )
         except Exception:
             # The driver still sees the result through its fallbacks (step timeout, result
             # backend); a failed notification must not fail the task.
             logger.exception("could not report completion of task %s", message.task_id)
+            return
+        if heard and not result.is_err:
+            result.error = NoResultError()  # the driver has it: no copy in the result backend
 
     async def on_step_complete(self, ctx: PipelineContext, result: TaskiqResult[Any]) -> None:
         """Called on the worker when a pipeline step (or map item) has finished, before
