@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any, cast
 
 import click
 import kopf
 
 from taskiq_flow_operator.handlers import build_registry
+from taskiq_flow_operator.peering import (
+    DEFAULT_LIFETIME,
+    PeeringConfig,
+    exact_namespaces,
+    own_identity,
+)
 from taskiq_flow_operator.supervising import Operator, OperatorConfig
 
 __all__ = ["main", "operator_command"]
@@ -36,6 +43,13 @@ URL_ENV = "TASKIQ_FLOW_REDIS_URL"
 @click.option("--metrics-port", default=9090, show_default=True, type=int)
 @click.option("--peering", default=None, help="kopf peering name (HA: one replica acts).")
 @click.option("--priority", default=0, show_default=True, type=int, help="kopf peering priority.")
+@click.option(
+    "--peering-lifetime",
+    default=DEFAULT_LIFETIME,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds after its last keep-alive that a replica counts as gone (HA takeover).",
+)
 @click.option("--status-interval", default=0.5, show_default=True, type=float)
 @click.option(
     "--worker-idle-timeout-ms",
@@ -64,6 +78,7 @@ def operator_command(
     metrics_port: int,
     peering: str | None,
     priority: int,
+    peering_lifetime: int,
     status_interval: float,
     worker_idle_timeout_ms: int,
     worker_env: Sequence[str],
@@ -79,6 +94,22 @@ def operator_command(
     if redis_secret:
         secret_name, _, key = redis_secret.partition(":")
         secret_key = key or "url"
+    identity = own_identity()
+    peering_config = None
+    if peering is not None:
+        exact = exact_namespaces(namespaces)
+        if len(exact) != len(namespaces):
+            raise click.UsageError(
+                "--peering needs exact --namespace names (no patterns): the operator reads "
+                "the KopfPeering object in each of them"
+            )
+        peering_config = PeeringConfig(
+            name=peering,
+            priority=priority,
+            identity=identity,
+            namespaces=tuple(exact),
+            lifetime=peering_lifetime,
+        )
     config = OperatorConfig(
         redis_url=redis_url or os.environ.get(URL_ENV) or "redis://localhost:6379/0",
         redis_secret=secret_name,
@@ -86,11 +117,13 @@ def operator_command(
         status_interval=status_interval,
         worker_idle_timeout_ms=worker_idle_timeout_ms,
         worker_env=dict(e.split("=", 1) for e in worker_env),
+        peering=peering_config,
     )
     op = Operator(config)
     registry = build_registry(op, metrics_port if metrics_port > 0 else None)
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = no_scanning
+    settings.peering.lifetime = peering_lifetime
     kopf.run(
         registry=registry,
         settings=settings,
@@ -99,6 +132,8 @@ def operator_command(
         standalone=peering is None,
         peering_name=peering,
         priority=priority,
+        # The same identity in the peering object and as the events consumer.
+        identity=cast(Any, identity),
         memo=kopf.Memo(),
     )
 

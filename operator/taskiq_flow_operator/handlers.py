@@ -50,6 +50,9 @@ def build_registry(op: Operator, metrics_port: int | None) -> kopf.OperatorRegis
         settings.posting.level = logging.WARNING
         settings.watching.connect_timeout = 10
         settings.watching.server_timeout = 60
+        # Started in every replica; in HA mode they act only while kopf lets this replica
+        # act (``op.leadership``, kept in line with the peering object by follow_peering).
+        tasks.append(asyncio.create_task(op.follow_peering(stopping)))
         tasks.append(asyncio.create_task(op.route_events(stopping)))
         tasks.append(asyncio.create_task(op.scale(stopping)))
         if metrics_port is not None:

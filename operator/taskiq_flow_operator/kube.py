@@ -134,6 +134,27 @@ class KubeClient:
         """Delete a custom resource (absent is fine)."""
         await self.request("DELETE", self.custom_path(plural, namespace, name))
 
+    # -- kopf peering ---------------------------------------------------------------------
+
+    async def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's peering object ``name``: the ClusterKopfPeering, or the KopfPeering in
+        ``namespace``; ``None`` when absent.
+
+        Listed, not read by name: the operator's RBAC grants list and watch on them
+        (kopf's needs), and patch on its own object only.
+        """
+        base = "/apis/kopf.dev/v1"
+        path = (
+            f"{base}/clusterkopfpeerings"
+            if namespace is None
+            else f"{base}/namespaces/{namespace}/kopfpeerings"
+        )
+        found = await self.request("GET", path)
+        for item in (found or {}).get("items") or []:
+            if (item.get("metadata") or {}).get("name") == name:
+                return dict(item)
+        return None
+
     # -- deployments and events ----------------------------------------------------------
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -13,10 +13,13 @@ from taskiq_flow_operator.driving import Kick, RunDriver
 from taskiq_flow_operator.statuses import INLINE_OUTPUT_BYTES, truncated
 from taskiq_flow_worker import protocol as p
 
-__all__ = ["EVENTS_GROUP", "Store"]
+__all__ = ["CONSUMER", "EVENTS_GROUP", "Store"]
 
 EVENTS_GROUP = "taskiq-flow-operator"
-CONSUMER = "operator"
+CONSUMER = "operator"  # the consumer of a standalone operator; HA replicas use their identity
+# A consumer of the group that holds nothing and was idle this long is removed: the
+# replicas of an HA operator (one consumer each, named after the pod) come and go.
+STALE_CONSUMER_MS = 10 * 60 * 1000
 
 # Send a message once per task id, atomically: after a restart the operator may decide
 # the same dispatch again, and the second decision must not reach the workers.
@@ -38,9 +41,11 @@ class Store:
         *,
         events_stream: str = p.DEFAULT_EVENTS_STREAM,
         output_ttl: int = p.DEFAULT_OUTPUT_TTL_SECONDS,
+        consumer: str = CONSUMER,
     ) -> None:
         self.redis = redis
         self.events_stream = events_stream
+        self.consumer = consumer
         self.output_ttl = output_ttl
         self._kick_once = redis.register_script(_KICK_ONCE)
 
@@ -145,7 +150,7 @@ class Store:
         never acknowledged, from after the entry id ``after``."""
         response: Any = await self.redis.xreadgroup(
             EVENTS_GROUP,
-            CONSUMER,
+            self.consumer,
             {self.events_stream: after if pending else ">"},
             count=count,
             block=None if pending else block_ms,
@@ -159,6 +164,52 @@ class Store:
                     continue
                 events.append((entry, p.StepEvent.decode(fields)))
         return events
+
+    async def consumers(self) -> list[dict[str, Any]]:
+        """The group's consumers: ``name``, ``pending`` (read, not acknowledged), ``idle``
+        (ms since its last read or claim)."""
+        found: Any = await self.redis.xinfo_consumers(self.events_stream, EVENTS_GROUP)
+        result = []
+        for consumer in found or ():
+            name = consumer.get("name")
+            result.append(
+                {
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "pending": int(consumer.get("pending") or 0),
+                    "idle": int(consumer.get("idle") or 0),
+                }
+            )
+        return result
+
+    async def adopt(self, stale_ms: int = STALE_CONSUMER_MS, page: int = 500) -> int:
+        """Claim every event other consumers read and never acknowledged; how many.
+
+        They were read by another replica that is paused or gone now: the claimed events
+        join this consumer's own pending ones (``read_events(pending=True)``). Consumers
+        holding nothing and idle for ``stale_ms`` are removed on the way.
+        """
+        claimed = 0
+        for consumer in await self.consumers():
+            name = consumer["name"]
+            if name == self.consumer:
+                continue
+            if consumer["pending"] == 0:
+                if consumer["idle"] >= stale_ms:
+                    # Only ever an empty one: deleting a consumer drops its pending list.
+                    await self.redis.xgroup_delconsumer(self.events_stream, EVENTS_GROUP, name)
+                continue
+            while True:
+                held: Any = await self.redis.xpending_range(
+                    self.events_stream, EVENTS_GROUP, "-", "+", page, consumername=name
+                )
+                ids = [h["message_id"] for h in held or ()]
+                if not ids:
+                    break
+                await self.redis.xclaim(
+                    self.events_stream, EVENTS_GROUP, self.consumer, 0, ids, justid=True
+                )
+                claimed += len(ids)
+        return claimed
 
     async def ack(self, entries: Iterable[str]) -> None:
         """Acknowledge processed events (and drop them from the stream)."""

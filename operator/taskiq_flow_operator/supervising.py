@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -34,6 +36,7 @@ from taskiq_flow_operator.driving import Note, RunDriver, Step
 from taskiq_flow_operator.kube import KubeClient, KubeError
 from taskiq_flow_operator.metrics import Metrics
 from taskiq_flow_operator.notes import build_event
+from taskiq_flow_operator.peering import Leadership, PeeringConfig, pause_reason
 from taskiq_flow_operator.statuses import (
     build_invalid_pipeline_status,
     build_pending_run_status,
@@ -41,7 +44,7 @@ from taskiq_flow_operator.statuses import (
     build_rejected_run_status,
     build_run_status,
 )
-from taskiq_flow_operator.storing import Store
+from taskiq_flow_operator.storing import CONSUMER, Store
 from taskiq_flow_worker import protocol as p
 
 __all__ = ["Operator", "OperatorConfig", "RunProblem", "describe_problem", "resolve_pipeline"]
@@ -64,6 +67,10 @@ class OperatorConfig:
     worker_idle_timeout_ms: int = 60_000
     worker_env: dict[str, str] = field(default_factory=dict)
     events_stream: str = p.DEFAULT_EVENTS_STREAM
+    # HA (kopf peering): only the replica kopf lets act reads events and scales.
+    peering: PeeringConfig | None = None
+    # How often the acting replica claims events other replicas read and left pending.
+    adopt_interval: float = 5.0
 
 
 class RunProblem(Exception):
@@ -216,7 +223,13 @@ class Operator:
                 config.redis_url, max_connections=256, timeout=60
             )
         )
-        self.store = Store(self.redis, events_stream=config.events_stream)
+        # One consumer of the events group per replica: Redis then shows who read what,
+        # and the acting replica claims what a paused or dead one left pending.
+        consumer = config.peering.identity if config.peering is not None else CONSUMER
+        self.store = Store(self.redis, events_stream=config.events_stream, consumer=consumer)
+        # Standalone: always acting. HA: paused until the peering object says otherwise
+        # (kopf starts paused too).
+        self.leadership = Leadership(active=config.peering is None)
         self.metrics = Metrics()
         self.kube: KubeClient | None = None
         self.routes: dict[str, asyncio.Queue[tuple[str, p.StepEvent]]] = {}
@@ -281,8 +294,10 @@ class Operator:
         delay = worker.scale_down_delay_seconds
         info = self.pipelines.get((namespace, name))
         if info is None:
+            # Busy "now": runs in flight are not all supervised yet (after a restart or a
+            # takeover), so nothing is scaled down before the scale-down delay.
             info = self.pipelines[(namespace, name)] = _PipelineInfo(
-                namespace, name, 1, 0, 1, delay, queue_for(namespace, name)
+                namespace, name, 1, 0, 1, delay, queue_for(namespace, name), last_busy=now
             )
         info.concurrency = worker.concurrency
         info.minimum = worker.replicas.min
@@ -629,15 +644,56 @@ class Operator:
 
     # -- background tasks ----------------------------------------------------------------
 
+    async def follow_peering(self, stopped: asyncio.Event) -> None:
+        """HA: keep ``leadership`` in line with kopf's peering (nothing to do standalone)."""
+        config = self.config.peering
+        if config is None:
+            return
+        namespaces: list[str | None] = list(config.namespaces) or [None]
+        while not stopped.is_set():
+            if self.kube is None:  # not logged in yet
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), config.interval)
+                continue
+            try:
+                objects = {ns: await self.api.get_peering(config.name, ns) for ns in namespaces}
+            except Exception as exc:  # kopf cannot talk to the API either: keep the state
+                logger.warning("reading the peering object failed: %r", exc)
+            else:
+                now = datetime.now(UTC)
+                self.leadership.set(pause_reason(objects, config, now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), config.interval)
+
     async def route_events(self, stopped: asyncio.Event) -> None:
-        """Read step events with the consumer group and hand each to its run."""
+        """Read step events with the consumer group and hand each to its run, while this
+        replica acts (always, standalone)."""
         await self.store.ensure_group()
-        # First what a previous operator read and never acknowledged, page by page.
-        pending = True
-        after = "0"
         self.ready = True
         while not stopped.is_set():
+            if self.leadership.active:
+                await self._route_while_active(stopped)
+                continue
+            # Paused: kopf stops the run supervisors; what this replica read and did not
+            # acknowledge stays pending in Redis, for the acting replica to claim.
+            self.unacked.clear()
+            await _first(stopped.wait(), self.leadership.wait_active())
+
+    async def _route_while_active(self, stopped: asyncio.Event) -> None:
+        # First what other consumers left pending (replicas paused or gone) and this one's
+        # own pending events, page by page; then new ones. Claimed again every
+        # ``adopt_interval``: a replica pausing reads for a moment after this one acts.
+        pending = True
+        after = "0"
+        adopted_at = -math.inf
+        while not stopped.is_set() and self.leadership.active:
             try:
+                if time.monotonic() - adopted_at >= self.config.adopt_interval:
+                    adopted_at = time.monotonic()
+                    claimed = await self.store.adopt()
+                    if claimed:
+                        logger.info("claimed %d events other replicas left pending", claimed)
+                        pending, after = True, "0"
                 batch = await self.store.read_events(pending=pending, block_ms=1000, after=after)
             except Exception as exc:
                 logger.warning("reading step events failed: %s", exc)
@@ -653,7 +709,10 @@ class Operator:
                 if event.run in self.closed:
                     late.append(entry)
                     continue
-                self.unacked[event.run][entry] = event
+                waiting = self.unacked[event.run]
+                if entry in waiting:
+                    continue  # routed already (pending events are read again after a claim)
+                waiting[entry] = event
                 route = self.routes.get(event.run)
                 if route is not None:
                     route.put_nowait((entry, event))
@@ -664,14 +723,39 @@ class Operator:
                     logger.warning("acknowledging late events failed: %s", exc)
 
     async def scale(self, stopped: asyncio.Event) -> None:
-        """Follow in-flight work with each pipeline's worker replicas."""
+        """Follow in-flight work with each pipeline's worker replicas, while this replica
+        acts (a paused one's view is empty: it would scale everything down)."""
         while not stopped.is_set():
+            if not self.leadership.active:
+                # The acting replica owns replicas meanwhile: forget them, and read them
+                # again when acting again.
+                for info in self.pipelines.values():
+                    info.replicas = None
+                self.metrics.set_active_runs({})
+                await _first(stopped.wait(), self.leadership.wait_active())
+                await self._learn_replicas()
+                continue
             try:
                 await self.scale_once(self.clock())
             except Exception as exc:
                 logger.warning("scaling failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), self.config.scale_interval)
+
+    async def _learn_replicas(self) -> None:
+        """Acting again: read each worker Deployment's replicas (another replica scaled
+        meanwhile), and count the scale-down delay from now."""
+        now = self.clock()
+        for info in list(self.pipelines.values()):
+            info.last_busy = now
+            try:
+                found = await self.api.get_deployment(info.namespace, deployment_name(info.name))
+            except Exception as exc:  # the periodic reconcile reads it instead
+                logger.warning("reading the Deployment of %s failed: %r", info.name, exc)
+                continue
+            replicas = ((found or {}).get("spec") or {}).get("replicas")
+            if info.replicas is None and isinstance(replicas, int):
+                info.replicas = replicas
 
     async def scale_once(self, now: float) -> None:
         """One pass of the scaler (and of the gauges)."""
@@ -691,9 +775,11 @@ class Operator:
             wanted = desired_replicas(busy, info.concurrency, info.minimum, info.maximum)
             current = info.replicas
             quiet = now - info.last_busy >= info.scale_down_delay
-            if not busy and current is not None and current > wanted and not quiet:
+            if current is None:
+                continue  # not known (yet) since a pause: the next reconcile reads it
+            if not busy and current > wanted and not quiet:
                 continue
-            if busy and current is not None and wanted < current:
+            if busy and wanted < current:
                 continue  # never scale down under work: a pod may hold a task in flight
             if wanted != current:
                 try:
@@ -713,3 +799,14 @@ class Operator:
         await self.redis.aclose(close_connection_pool=True)
         if self.kube is not None:
             await self.kube.close()
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Until the first of ``waits`` is done (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

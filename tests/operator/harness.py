@@ -101,7 +101,12 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         info.categories = {"taskiq-flow"}
         info.subresources = {"status"}
         info.verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
-    for key, kind in (("apps/v1/deployments", "Deployment"), ("v1/events", "Event")):
+    for key, kind in (
+        ("apps/v1/deployments", "Deployment"),
+        ("v1/events", "Event"),
+        # kopf's peering (HA, with --peering and --namespace): a KopfPeering per namespace.
+        ("kopf.dev/v1/kopfpeerings", "KopfPeering"),
+    ):
         info = emulator.resources[key]
         info.kind = kind
         info.namespaced = True
@@ -152,11 +157,11 @@ class Cluster:
         self.session = aiohttp.ClientSession()
 
     def path(self, plural: str, name: str | None = None) -> str:
-        group = (
-            "apis/apps/v1"
-            if plural == "deployments"
-            else ("api/v1" if plural == "events" else f"apis/{GROUP}")
-        )
+        group = {
+            "deployments": "apis/apps/v1",
+            "events": "api/v1",
+            "kopfpeerings": "apis/kopf.dev/v1",
+        }.get(plural, f"apis/{GROUP}")
         base = f"{self.url}/{group}/namespaces/{NAMESPACE}/{plural}"
         return base if name is None else f"{base}/{name}"
 
@@ -254,8 +259,19 @@ class Operator:
     """``python -m taskiq_flow_operator`` against the emulator."""
 
     def __init__(
-        self, kubeconfig: Path, redis_url: str, logs: Path, *, verbose: bool = True
+        self,
+        kubeconfig: Path,
+        redis_url: str,
+        logs: Path,
+        *,
+        verbose: bool = True,
+        name: str = "operator",
+        args: tuple[str, ...] = (),
     ) -> None:
+        """``name`` names the logs and, as ``$POD_ID``, kopf's peering identity (which
+        is also the operator's events consumer in HA mode); ``args`` are added."""
+        self.name = name
+        self.args = args
         self.verbose = verbose
         self.kubeconfig = kubeconfig
         self.redis_url = redis_url
@@ -268,6 +284,7 @@ class Operator:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["TASKIQ_FLOW_REDIS_URL"] = self.redis_url
+        env["POD_ID"] = self.name
         self.starts += 1
         self.process = Process(
             [
@@ -284,9 +301,10 @@ class Operator:
                 "3000",
                 "--no-scanning",
                 *(["--verbose"] if self.verbose else []),
+                *self.args,
             ],
             env,
-            self.logs / f"operator-{self.starts}.log",
+            self.logs / f"{self.name}-{self.starts}.log",
         )
 
     def kill(self) -> None:
@@ -300,7 +318,7 @@ class Operator:
 
     def output(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.logs.glob("operator-*"))
+            p.read_text(errors="replace") for p in sorted(self.logs.glob(f"{self.name}-*"))
         )
 
 

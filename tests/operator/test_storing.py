@@ -41,3 +41,24 @@ async def test_state_events_and_cleanup(store: Store) -> None:
     await store.mark_cancelled("u")
     assert await store.delete_run("u") >= 2
     assert await store.load_state("u") is None
+
+
+async def test_a_replica_claims_what_others_left_pending(store: Store) -> None:
+    gone = Store(store.redis, events_stream="test:events", consumer="replica-a")
+    idle = Store(store.redis, events_stream="test:events", consumer="replica-c")
+    me = Store(store.redis, events_stream="test:events", consumer="replica-b")
+    await me.ensure_group()
+    for step in ("a", "b", "c"):
+        await store.redis.xadd("test:events", p.StepEvent("u", step, 1, True).encode())
+    assert len(await gone.read_events(pending=False, block_ms=100, count=2)) == 2
+    assert await idle.read_events(pending=False, block_ms=100, count=1)
+    (done,) = await idle.read_events(pending=True, block_ms=0)
+    await idle.ack([done[0]])
+    assert await me.read_events(pending=True, block_ms=0) == []
+    # Page by page; an idle consumer holding nothing is removed, the holder is emptied.
+    assert await me.adopt(stale_ms=0, page=1) == 2
+    assert [e.step for _, e in await me.read_events(pending=True, block_ms=0)] == ["a", "b"]
+    consumers = {c["name"]: c["pending"] for c in await me.consumers()}
+    assert consumers == {"replica-a": 0, "replica-b": 2}
+    assert await me.adopt() == 0  # replica-a was not idle long enough to be removed
+    assert {c["name"] for c in await me.consumers()} == {"replica-a", "replica-b"}
