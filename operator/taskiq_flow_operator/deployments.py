@@ -1,7 +1,15 @@
-"""Pure builders of worker Deployments and of their replica counts."""
+"""Pure builders of worker Deployments and of their replica counts.
+
+A Pipeline's workers serve every run of it: Deployment ``<pipeline>-worker`` on queue
+``taskiq-flow:<ns>:<pipeline>``, owned by the Pipeline. A PipelineRun with an inline
+``spec.pipelineSpec`` gets workers of its own: Deployment ``<run>-run-worker`` on queue
+``taskiq-flow:<ns>:run:<run>``, owned by the run (a name cannot hold ``:``, so the queue
+of a run never is a Pipeline's). Both are built by ``build_worker_deployment``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,16 +20,24 @@ from taskiq_flow.manifests.models import PipelineSpec
 __all__ = [
     "DEFAULT_IMAGE",
     "LABEL_PIPELINE",
+    "LABEL_RUN",
     "RedisSource",
+    "WorkerOwner",
+    "build_deployment_for",
+    "build_run_worker_deployment",
     "build_worker_deployment",
     "deployment_name",
     "desired_replicas",
+    "ownership",
     "queue_for",
+    "run_deployment_name",
+    "run_queue_for",
     "worker_args",
 ]
 
 DEFAULT_IMAGE = "ghcr.io/taskiq-python/taskiq-flow-worker:latest"
 LABEL_PIPELINE = "flow.taskiq.dev/pipeline"
+LABEL_RUN = "flow.taskiq.dev/pipelinerun"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 WORKER_MIDDLEWARE = "taskiq_flow_worker:FlowWorkerMiddleware"
@@ -63,6 +79,57 @@ def queue_for(namespace: str, pipeline: str) -> str:
     return f"taskiq-flow:{namespace}:{pipeline}"
 
 
+def _fit(text: str, limit: int = 63) -> str:
+    """``text`` if it fits in ``limit`` characters, else a prefix and a hash of all of it
+    (deterministic, and two long names differing only at their end stay apart)."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def run_deployment_name(run: str) -> str:
+    """The worker Deployment of a PipelineRun with an inline ``pipelineSpec``."""
+    return _fit(f"{run}-run-worker")
+
+
+def run_queue_for(namespace: str, run: str) -> str:
+    """The Redis stream the steps of a run with an inline ``pipelineSpec`` are sent to."""
+    return f"taskiq-flow:{namespace}:run:{run}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOwner:
+    """What a worker Deployment belongs to and serves: a Pipeline, or a PipelineRun with
+    an inline ``pipelineSpec``."""
+
+    kind: str  # Pipeline | PipelineRun
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def deployment(self) -> str:
+        """The Deployment's name."""
+        if self.kind == "PipelineRun":
+            return run_deployment_name(self.name)
+        return deployment_name(self.name)
+
+    @property
+    def queue(self) -> str:
+        """The Redis stream its workers read."""
+        if self.kind == "PipelineRun":
+            return run_queue_for(self.namespace, self.name)
+        return queue_for(self.namespace, self.name)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The pods' identifying labels (a run's pods never match a Pipeline's selector)."""
+        if self.kind == "PipelineRun":
+            return {LABEL_RUN: _fit(self.name), LABEL_COMPONENT: "worker"}
+        return {LABEL_PIPELINE: self.name, LABEL_COMPONENT: "worker"}
+
+
 def worker_args(spec: PipelineSpec, queue: str) -> list[str]:
     """``taskiq-flow worker`` arguments for a pipeline."""
     return [
@@ -81,6 +148,23 @@ def desired_replicas(in_flight: int, concurrency: int, minimum: int, maximum: in
     return max(minimum, min(maximum, wanted))
 
 
+def ownership(existing: Mapping[str, Any] | None, owner: WorkerOwner) -> str:
+    """Whose the Deployment found under ``owner.deployment`` is: ``"none"`` (there is
+    none), ``"ours"`` (``owner`` controls it), ``"stale"`` (an earlier object of the same
+    kind and name controls it: the garbage collector is removing it) or ``"foreign"``."""
+    if existing is None:
+        return "none"
+    refs = (existing.get("metadata") or {}).get("ownerReferences") or []
+    controller = next((r for r in refs if r.get("controller")), None)
+    if controller is None:
+        return "foreign"
+    if controller.get("uid") == owner.uid:
+        return "ours"
+    if controller.get("kind") == owner.kind and controller.get("name") == owner.name:
+        return "stale"
+    return "foreign"
+
+
 def build_worker_deployment(
     *,
     pipeline: str,
@@ -96,13 +180,53 @@ def build_worker_deployment(
 
     ``replicas`` is left out when ``None``: the operator's scaler (or KEDA) owns it.
     """
+    return build_deployment_for(
+        WorkerOwner("Pipeline", namespace, pipeline, uid),
+        spec,
+        redis,
+        replicas=replicas,
+        idle_timeout_ms=idle_timeout_ms,
+        extra_env=extra_env,
+    )
+
+
+def build_run_worker_deployment(
+    *,
+    run: str,
+    namespace: str,
+    uid: str,
+    spec: PipelineSpec,
+    redis: RedisSource,
+    replicas: int | None = None,
+    idle_timeout_ms: int = 60_000,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The worker Deployment of a PipelineRun with an inline ``pipelineSpec`` (``spec``),
+    owned by the run: the same pods as a Pipeline's, on the run's own queue."""
+    return build_deployment_for(
+        WorkerOwner("PipelineRun", namespace, run, uid),
+        spec,
+        redis,
+        replicas=replicas,
+        idle_timeout_ms=idle_timeout_ms,
+        extra_env=extra_env,
+    )
+
+
+def build_deployment_for(
+    owner: WorkerOwner,
+    spec: PipelineSpec,
+    redis: RedisSource,
+    *,
+    replicas: int | None = None,
+    idle_timeout_ms: int = 60_000,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The worker Deployment of ``owner``, running ``spec.worker``."""
     worker = spec.worker
-    name = deployment_name(pipeline)
-    labels = {
-        LABEL_PIPELINE: pipeline,
-        LABEL_COMPONENT: "worker",
-        LABEL_MANAGED: "taskiq-flow-operator",
-    }
+    namespace = owner.namespace
+    name = owner.deployment
+    labels = {**owner.selector, LABEL_MANAGED: "taskiq-flow-operator"}
     env: list[dict[str, Any]] = [
         redis.env(),
         {"name": "TASKIQ_FLOW_MIDDLEWARES", "value": WORKER_MIDDLEWARE},
@@ -114,7 +238,7 @@ def build_worker_deployment(
         "name": "worker",
         "image": worker.image or DEFAULT_IMAGE,
         "command": ["taskiq-flow"],
-        "args": worker_args(spec, queue_for(namespace, pipeline)),
+        "args": worker_args(spec, owner.queue),
         "env": env,
         "securityContext": {
             "runAsNonRoot": True,
@@ -151,16 +275,16 @@ def build_worker_deployment(
             "ownerReferences": [
                 {
                     "apiVersion": "flow.taskiq.dev/v1alpha1",
-                    "kind": "Pipeline",
-                    "name": pipeline,
-                    "uid": uid,
+                    "kind": owner.kind,
+                    "name": owner.name,
+                    "uid": owner.uid,
                     "controller": True,
                     "blockOwnerDeletion": True,
                 }
             ],
         },
         "spec": {
-            "selector": {"matchLabels": {LABEL_PIPELINE: pipeline, LABEL_COMPONENT: "worker"}},
+            "selector": {"matchLabels": dict(owner.selector)},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }

@@ -1,8 +1,10 @@
 """``RunDriver``: one PipelineRun on the scheduling core, without any I/O.
 
 The driver owns a ``RunMachine`` (the same core the library's engine drives) and adds
-what only the cluster data path needs: map steps fanned out into one message per item,
-keyword arguments as Redis references, and step events in, kicks and notes out. The
+what only the cluster data path needs: map and filter steps fanned out into one message
+per item, keyword arguments as Redis references, and step events in, kicks and notes out.
+A filter step is a map step whose workers store the item itself, for the items its task
+kept: its output is those items, in order (as ``taskiq-flow run`` computes it). The
 supervisor (``supervising``) carries out what it returns and persists ``snapshot()``.
 """
 
@@ -32,6 +34,7 @@ class Kick:
     attempt: int
     item: int | None
     kwargs: dict[str, Any]
+    filter: str | None = None  # an item of a filter step: the parameter receiving the item
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class Note:
 
 @dataclass(slots=True)
 class MapState:
-    """The items of the current attempt of a map step."""
+    """The items of the current attempt of a map (or filter) step."""
 
     attempt: int
     total: int
@@ -53,6 +56,7 @@ class MapState:
     done: set[int] = field(default_factory=set)
     failed: int = 0
     size: int = 0
+    kept: set[int] = field(default_factory=set)  # a filter step: the items kept
 
     @property
     def running(self) -> int:
@@ -95,6 +99,8 @@ class RunDriver:
         self.maps: dict[str, MapState] = {}
         self.lengths: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
+        # A finished filter step: the indices of the items it kept, in order.
+        self.kept: dict[str, list[int]] = {}
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -132,13 +138,17 @@ class RunDriver:
             self._apply(self.machine.failed(event.step, event.attempt, error, now), now, step)
             return step
         items.done.add(event.item)
-        items.size += event.size or 0
+        node = self.dag.nodes[event.step]
+        if not node.filter_items:
+            items.size += event.size or 0
+        elif event.keep:  # a filter step's output holds the kept items only
+            items.kept.add(event.item)
+            items.size += event.size or 0
         if len(items.done) == items.total:
-            self.lengths[event.step] = items.total
-            self.sizes[event.step] = items.size
+            self._reduce(node, items)
             self._apply(self.machine.succeeded(event.step, event.attempt, now), now, step)
         else:
-            self._kick_items(self.dag.nodes[event.step], items, step)
+            self._kick_items(node, items, step)
         return step
 
     def tick(self, now: float) -> Step:
@@ -172,6 +182,11 @@ class RunDriver:
         """When ``tick`` next has something to do."""
         return self.machine.next_deadline()
 
+    def item_indices(self, name: str) -> list[int]:
+        """The items of a finished map (or filter) step's output, by their stored index."""
+        kept = self.kept.get(name)
+        return list(kept) if kept is not None else list(range(self.lengths.get(name, 0)))
+
     # -- persistence ---------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -186,11 +201,13 @@ class RunDriver:
                     "done": sorted(m.done),
                     "failed": m.failed,
                     "size": m.size,
+                    "kept": sorted(m.kept),
                 }
                 for name, m in self.maps.items()
             },
             "lengths": self.lengths,
             "sizes": self.sizes,
+            "kept": self.kept,
         }
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
@@ -204,11 +221,13 @@ class RunDriver:
                 done=set(m["done"]),
                 failed=m["failed"],
                 size=m["size"],
+                kept=set(m.get("kept", ())),
             )
             for name, m in snapshot.get("maps", {}).items()
         }
         self.lengths = dict(snapshot.get("lengths", {}))
         self.sizes = dict(snapshot.get("sizes", {}))
+        self.kept = {name: list(kept) for name, kept in snapshot.get("kept", {}).items()}
 
     # -- internals -----------------------------------------------------------------------
 
@@ -270,16 +289,27 @@ class RunDriver:
             return self.machine.failed(node.name, action.attempt, str(exc), now, retryable=False)
         items = self.maps[node.name] = MapState(action.attempt, total)
         if total == 0:
-            self.lengths[node.name] = 0
+            self._reduce(node, items)
             self.sizes[node.name] = 2
             return self.machine.succeeded(node.name, action.attempt, now)
         self._kick_items(node, items, step)
         return []
 
+    def _reduce(self, node: DAGNode, items: MapState) -> None:
+        """Every item succeeded: record the step's output (a map's results, in order, or
+        the items a filter kept, in order)."""
+        if node.filter_items:
+            kept = self.kept[node.name] = sorted(items.kept)
+            self.lengths[node.name] = len(kept)
+        else:
+            self.lengths[node.name] = items.total
+        self.sizes[node.name] = items.size
+
     def _kick_items(self, node: DAGNode, items: MapState, step: Step) -> None:
         limit = node.max_parallel or items.total
         base = self._kwargs(node)
         param = node.map_param or "item"
+        keep = param if node.filter_items else None
         while items.next < items.total and items.running < limit:
             index = items.next
             items.next += 1
@@ -293,6 +323,7 @@ class RunDriver:
                     items.attempt,
                     index,
                     kwargs,
+                    keep,
                 )
             )
 
@@ -317,7 +348,8 @@ class RunDriver:
         if self.machine.nodes[producer].phase is not Phase.SUCCEEDED:
             return _MISSING  # SkipFailed: the consumer runs without it
         if self.dag.nodes[producer].kind == "map":
-            return p.items_ref(self.run, producer, self.lengths.get(producer, 0))
+            kept = self.kept.get(producer)
+            return p.items_ref(self.run, producer, self.lengths.get(producer, 0), kept)
         return p.output_ref(self.run, producer)
 
     def _item(self, over: str | None, index: int) -> Any:
@@ -326,7 +358,9 @@ class RunDriver:
         if producer is None:
             return self.inputs[over][index]
         if self.dag.nodes[producer].kind == "map":
-            return {"$tfref": p.output_key(self.run, producer, index)}
+            kept = self.kept.get(producer)
+            stored = index if kept is None else kept[index]
+            return {"$tfref": p.output_key(self.run, producer, stored)}
         return p.item_ref(self.run, producer, index)
 
     def _length_of(self, over: str | None) -> int:

@@ -100,7 +100,7 @@ def build_registry(op: Operator, metrics_port: int | None) -> kopf.OperatorRegis
         await op.supervise_run(body, spec, stopped)
 
     @kopf.on.delete(GROUP, VERSION, "pipelineruns", registry=registry)
-    async def run_deleted(uid: str, **_: Any) -> None:
-        await op.cleanup_run(uid)
+    async def run_deleted(uid: str, body: kopf.Body, **_: Any) -> None:
+        await op.cleanup_run(uid, body)
 
     return registry

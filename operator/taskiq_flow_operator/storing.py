@@ -63,6 +63,8 @@ class Store:
         }
         if kick.item is not None:
             labels[p.LABEL_ITEM] = str(kick.item)
+        if kick.filter is not None:
+            labels[p.LABEL_FILTER] = kick.filter
         message = TaskiqMessage(
             task_id=kick.task_id,
             task_name=kick.task_name,
@@ -121,9 +123,8 @@ class Store:
             if size > INLINE_OUTPUT_BYTES:
                 result[node.output] = truncated(size)
                 continue
-            if node.kind == "map":
-                count = driver.lengths.get(name, 0)
-                keys = [p.output_key(driver.run, name, i) for i in range(count)]
+            if node.kind == "map":  # a map's results or the items a filter kept
+                keys = [p.output_key(driver.run, name, i) for i in driver.item_indices(name)]
                 raws = await self.redis.mget(keys) if keys else []
                 if all(raw is not None for raw in raws):
                     result[node.output] = [json.loads(raw) for raw in raws if raw is not None]

@@ -27,9 +27,11 @@ from taskiq_flow.manifests.models import Mode, PipelineRunSpec, PipelineSpec
 from taskiq_flow.manifests.problems import ManifestError
 from taskiq_flow_operator.deployments import (
     RedisSource,
-    build_worker_deployment,
+    WorkerOwner,
+    build_deployment_for,
     deployment_name,
     desired_replicas,
+    ownership,
     queue_for,
 )
 from taskiq_flow_operator.driving import Note, RunDriver, Step
@@ -103,13 +105,12 @@ def _generation(body: Mapping[str, Any]) -> int | None:
 
 def compile_for_operator(spec: PipelineSpec, name: str, prefix: str = "spec") -> CompiledPipeline:
     """Compile without the task code (the operator image does not hold it)."""
-    compiled = compile_pipeline(spec, name=name, prefix=prefix)
-    unsupported = [s.name for s in spec.steps if s.filter is not None]
-    if unsupported:
-        raise ManifestError.single(
-            prefix, f"filter steps are not supported by the operator yet: {', '.join(unsupported)}"
-        )
-    return compiled
+    return compile_pipeline(spec, name=name, prefix=prefix)
+
+
+def _run_key(run: str) -> str:
+    # The scaler's key of an inline run's workers: no Pipeline name holds a ":".
+    return f"run:{run}"
 
 
 def resolve_pipeline(
@@ -146,8 +147,10 @@ def resolve_pipeline(
 
 @dataclass
 class _PipelineInfo:
+    """One worker Deployment the scaler follows: a Pipeline's, or an inline run's."""
+
     namespace: str
-    name: str
+    name: str  # the Pipeline (the metrics label), or the scaler key of an inline run
     concurrency: int
     minimum: int
     maximum: int
@@ -155,6 +158,17 @@ class _PipelineInfo:
     queue: str
     last_busy: float = 0.0
     replicas: int | None = None
+    deployment: str = ""
+    # Queue depth and replicas per Pipeline only: an inline run's name is never a label.
+    metrics: bool = True
+
+    def follow(self, spec: PipelineSpec) -> None:
+        """Take the scaling settings of ``spec.worker``."""
+        worker = spec.worker
+        self.concurrency = worker.concurrency
+        self.minimum = worker.replicas.min
+        self.maximum = max(worker.replicas.max, worker.replicas.min)
+        self.scale_down_delay = worker.scale_down_delay_seconds
 
 
 class _Writer:
@@ -290,41 +304,46 @@ class Operator:
                 len(steps) if isinstance(steps, list) else None,
                 now,
             )
-        worker = spec.worker
-        delay = worker.scale_down_delay_seconds
         info = self.pipelines.get((namespace, name))
         if info is None:
             # Busy "now": runs in flight are not all supervised yet (after a restart or a
             # takeover), so nothing is scaled down before the scale-down delay.
             info = self.pipelines[(namespace, name)] = _PipelineInfo(
-                namespace, name, 1, 0, 1, delay, queue_for(namespace, name), last_busy=now
+                namespace,
+                name,
+                1,
+                0,
+                1,
+                0.0,
+                queue_for(namespace, name),
+                last_busy=now,
+                deployment=deployment_name(name),
             )
-        info.concurrency = worker.concurrency
-        info.minimum = worker.replicas.min
-        info.maximum = max(worker.replicas.max, worker.replicas.min)
-        info.scale_down_delay = delay
+        info.follow(spec)
         status = build_pipeline_status(compiled, generation, deployment_name(name), now)
         if apply_deployment:
-            status["worker"].update(await self._apply_deployment(body, spec, info))
+            owner = WorkerOwner("Pipeline", namespace, name, meta.get("uid", ""))
+            existing = await self.api.get_deployment(namespace, owner.deployment)
+            status["worker"].update(await self._apply_workers(owner, spec, info, existing))
         return status
 
-    async def _apply_deployment(
-        self, body: Mapping[str, Any], spec: PipelineSpec, info: _PipelineInfo
+    async def _apply_workers(
+        self,
+        owner: WorkerOwner,
+        spec: PipelineSpec,
+        info: _PipelineInfo,
+        existing: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        meta = body["metadata"]
+        """Create ``owner``'s worker Deployment, or put ``existing`` back in shape."""
         source = RedisSource(
             url=None if self.config.redis_secret else self.config.redis_url,
             secret_name=self.config.redis_secret,
             secret_key=self.config.redis_secret_key,
         )
-        name = deployment_name(meta["name"])
-        existing = await self.api.get_deployment(info.namespace, name)
-        wanted = build_worker_deployment(
-            pipeline=meta["name"],
-            namespace=info.namespace,
-            uid=meta.get("uid", ""),
-            spec=spec,
-            redis=source,
+        wanted = build_deployment_for(
+            owner,
+            spec,
+            source,
             replicas=info.minimum if existing is None else None,
             idle_timeout_ms=self.config.worker_idle_timeout_ms,
             extra_env=self.config.worker_env,
@@ -332,7 +351,8 @@ class Operator:
         if existing is None:
             await self.api.create_deployment(wanted)
             info.replicas = info.minimum
-            self.metrics.set_worker_replicas(info.namespace, info.name, info.minimum)
+            if info.metrics:
+                self.metrics.set_worker_replicas(info.namespace, info.name, info.minimum)
             return {"replicas": info.minimum, "readyReplicas": 0}
         # Everything but replicas, which the scaler owns.
         patch = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": wanted["spec"]}
@@ -341,7 +361,7 @@ class Operator:
             "spec": {k: v for k, v in existing.get("spec", {}).items() if k != "replicas"},
         }
         if current != patch:
-            await self.api.patch_deployment(info.namespace, name, patch)
+            await self.api.patch_deployment(owner.namespace, owner.deployment, patch)
         replicas = existing.get("spec", {}).get("replicas")
         if info.replicas is None and isinstance(replicas, int):
             info.replicas = replicas
@@ -369,6 +389,9 @@ class Operator:
         status = dict(body.get("status") or {})
         if status.get("phase") not in FINISHED:
             await self._drive(body, spec, stopped)
+        elif spec.get("pipelineSpec") is not None and not stopped:
+            # Over, maybe before its workers were scaled down (a restart in between).
+            await self._retire_workers(WorkerOwner("PipelineRun", namespace, name, uid))
         if not stopped:
             await self._close(uid)
         await self._expire(body, spec, stopped)
@@ -423,7 +446,10 @@ class Operator:
         if resolved is None:
             return
         pipeline, compiled, run_spec = resolved
-        queue = queue_for(namespace, pipeline or name)
+        # A Pipeline's workers serve its runs; an inline run gets workers of its own.
+        owner = None if pipeline else WorkerOwner("PipelineRun", namespace, name, uid)
+        queue = queue_for(namespace, pipeline) if owner is None else owner.queue
+        key = pipeline if owner is None else _run_key(name)
         settings: RunSettings = compiled.settings(run_spec)
         try:
             inputs = compiled.run_inputs(run_spec.inputs)
@@ -434,6 +460,8 @@ class Operator:
             await self.api.patch_status("pipelineruns", namespace, name, status)
             await self.post_notes(body, [Note("Warning", "Failed", describe_problem(exc))])
             return
+        if owner is not None and not await self._run_workers(body, owner, compiled.spec, stopped):
+            return
         if compiled.spec.mode == Mode.SEQUENTIAL:
             logger.info("run %s/%s: sequential pipeline driven as its DAG", namespace, name)
         driver = RunDriver(uid, compiled, settings, inputs)
@@ -442,12 +470,83 @@ class Operator:
         self.routes[uid] = events
         for entry, event in sorted(self.unacked.get(uid, {}).items()):
             events.put_nowait((entry, event))
-        self.drivers[uid] = (namespace, label, driver)
+        self.drivers[uid] = (namespace, key, driver)
         try:
             await self._loop(body, spec, stopped, driver, events, queue, label)
         finally:
             self.routes.pop(uid, None)
             self.drivers.pop(uid, None)
+            if owner is not None:
+                self.pipelines.pop((namespace, key), None)
+        if owner is not None and driver.finished and not stopped:
+            await self._retire_workers(owner)
+
+    async def _run_workers(
+        self, body: Mapping[str, Any], owner: WorkerOwner, spec: PipelineSpec, stopped: Any
+    ) -> bool:
+        """Create (or put back in shape) an inline run's worker Deployment and have the
+        scaler follow it; False if the run cannot have it (and was failed) or stopped."""
+        namespace = owner.namespace
+        key = _run_key(owner.name)
+        info = _PipelineInfo(
+            namespace,
+            key,
+            1,
+            0,
+            1,
+            0.0,
+            owner.queue,
+            last_busy=self.clock(),
+            deployment=owner.deployment,
+            metrics=False,
+        )
+        info.follow(spec)
+        waiting = False
+        while not stopped:
+            try:
+                existing = await self.api.get_deployment(namespace, owner.deployment)
+                whose = ownership(existing, owner)
+                if whose == "foreign":
+                    message = (
+                        f"Deployment {owner.deployment!r} exists and does not belong to this "
+                        "run: delete or rename it, then create the run again"
+                    )
+                    now = self.clock()
+                    status = build_rejected_run_status(
+                        "WorkerConflict", message, _generation(body), now
+                    )
+                    await self.api.patch_status("pipelineruns", namespace, owner.name, status)
+                    await self.post_notes(body, [Note("Warning", "Failed", message)])
+                    self.metrics.run_finished(namespace, "inline", "Failed", 0.0)
+                    return False
+                if whose == "stale":
+                    # A deleted run of the same name: the garbage collector removes it.
+                    if not waiting:
+                        logger.info("waiting for the old Deployment %s to go", owner.deployment)
+                        waiting = True
+                    await stopped.wait(1.0)
+                    continue
+                await self._apply_workers(owner, spec, info, existing)
+            except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("applying Deployment %s failed: %r", owner.deployment, exc)
+                await stopped.wait(1.0)
+                continue
+            self.pipelines[(namespace, key)] = info
+            return True
+        return False
+
+    async def _retire_workers(self, owner: WorkerOwner) -> None:
+        """The run is over: nothing will reach its queue again, scale its workers to 0."""
+        try:
+            found = await self.api.get_deployment(owner.namespace, owner.deployment)
+            if ownership(found, owner) != "ours" or found is None:
+                return
+            if (found.get("spec") or {}).get("replicas") != 0:
+                await self.api.patch_deployment(
+                    owner.namespace, owner.deployment, {"spec": {"replicas": 0}}
+                )
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("scaling down Deployment %s failed: %r", owner.deployment, exc)
 
     async def _loop(
         self,
@@ -637,10 +736,18 @@ class Operator:
         if late:
             await self.store.ack(list(late))
 
-    async def cleanup_run(self, uid: str) -> int:
-        """The finalizer's work: delete the run's Redis keys."""
+    async def cleanup_run(self, uid: str, body: Mapping[str, Any] | None = None) -> int:
+        """The finalizer's work: delete the run's Redis keys (and an inline run's queue,
+        once its workers are scaled down)."""
         await self._close(uid)
-        return await self.store.delete_run(uid)
+        deleted = await self.store.delete_run(uid)
+        meta = (body or {}).get("metadata") or {}
+        if ((body or {}).get("spec") or {}).get("pipelineSpec") is not None and meta:
+            owner = WorkerOwner("PipelineRun", meta["namespace"], meta["name"], uid)
+            self.pipelines.pop((owner.namespace, _run_key(owner.name)), None)
+            await self._retire_workers(owner)
+            deleted += int(await self.redis.delete(owner.queue))
+        return deleted
 
     # -- background tasks ----------------------------------------------------------------
 
@@ -749,7 +856,7 @@ class Operator:
         for info in list(self.pipelines.values()):
             info.last_busy = now
             try:
-                found = await self.api.get_deployment(info.namespace, deployment_name(info.name))
+                found = await self.api.get_deployment(info.namespace, info.deployment)
             except Exception as exc:  # the periodic reconcile reads it instead
                 logger.warning("reading the Deployment of %s failed: %r", info.name, exc)
                 continue
@@ -767,7 +874,8 @@ class Operator:
         self.metrics.set_active_runs(dict(active))
         for key, info in list(self.pipelines.items()):
             busy = in_flight.get(key, 0)
-            self.metrics.set_queue_depth(info.queue, await self.store.queue_depth(info.queue))
+            if info.metrics:
+                self.metrics.set_queue_depth(info.queue, await self.store.queue_depth(info.queue))
             if busy:
                 info.last_busy = now
             if info.minimum == info.maximum:
@@ -781,18 +889,17 @@ class Operator:
                 continue
             if busy and wanted < current:
                 continue  # never scale down under work: a pod may hold a task in flight
-            if wanted != current:
+            if wanted != current and self.pipelines.get(key) is info:
                 try:
                     await self.api.patch_deployment(
-                        info.namespace,
-                        deployment_name(info.name),
-                        {"spec": {"replicas": wanted}},
+                        info.namespace, info.deployment, {"spec": {"replicas": wanted}}
                     )
                 except KubeError as exc:
-                    logger.warning("could not scale %s: %s", info.name, exc)
+                    logger.warning("could not scale %s: %s", info.deployment, exc)
                     continue
                 info.replicas = wanted
-                self.metrics.set_worker_replicas(info.namespace, info.name, wanted)
+                if info.metrics:
+                    self.metrics.set_worker_replicas(info.namespace, info.name, wanted)
 
     async def close(self) -> None:
         """Release connections."""

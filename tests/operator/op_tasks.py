@@ -82,3 +82,17 @@ def inc(**values: int) -> int:
 def square(item: int) -> int:
     """One item of a large map (benchmark)."""
     return item * item
+
+
+@taskiq_flow.task
+def longer(word: str, than: int = 1) -> bool:
+    """A filter: keeps the words longer than ``than``."""
+    _count("longer")
+    return len(word) > than
+
+
+@taskiq_flow.task
+def at_least(value: int, limit: int = 0) -> bool:
+    """A filter: keeps the values of at least ``limit``."""
+    _count("at_least")
+    return value >= limit

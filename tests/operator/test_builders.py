@@ -9,15 +9,19 @@ import pytest
 from taskiq_flow.manifests.models import PipelineSpec
 from taskiq_flow_operator.deployments import (
     RedisSource,
+    WorkerOwner,
+    build_run_worker_deployment,
     build_worker_deployment,
     desired_replicas,
+    ownership,
+    run_deployment_name,
 )
 from taskiq_flow_operator.handlers import keep_transition_times
 from taskiq_flow_operator.metrics import Metrics
 from taskiq_flow_operator.notes import build_event
 from taskiq_flow_operator.statuses import build_invalid_pipeline_status, build_pipeline_status
 from taskiq_flow_operator.supervising import RunProblem, compile_for_operator, resolve_pipeline
-from tests.operator.pipelines import TASKS, dataflow_spec
+from tests.operator.pipelines import TASKS, dataflow_spec, filter_spec
 
 
 @pytest.mark.parametrize(
@@ -78,6 +82,77 @@ def test_worker_deployment_runs_the_worker_command_non_root() -> None:
     assert body["spec"]["replicas"] == 0
 
 
+def run_deployment(run: str = "words-x7k2p") -> dict[str, Any]:
+    return build_run_worker_deployment(
+        run=run,
+        namespace="ns",
+        uid="run-uid",
+        spec=PipelineSpec.model_validate(dataflow_spec()),
+        redis=RedisSource(url="redis://r:6379/0"),
+        replicas=0,
+    )
+
+
+def test_an_inline_run_gets_the_same_workers_on_its_own_queue() -> None:
+    body = run_deployment()
+    meta = body["metadata"]
+    assert meta["name"] == "words-x7k2p-run-worker"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "flow.taskiq.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "name": "words-x7k2p",
+            "uid": "run-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    selector = {
+        "flow.taskiq.dev/pipelinerun": "words-x7k2p",
+        "app.kubernetes.io/component": "worker",
+    }
+    assert body["spec"]["selector"] == {"matchLabels": selector}
+    labels = body["spec"]["template"]["metadata"]["labels"]
+    assert "flow.taskiq.dev/pipeline" not in labels  # never a Pipeline's pod
+    assert labels.items() >= selector.items()
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [
+        "worker",
+        TASKS,
+        "--queue",
+        "taskiq-flow:ns:run:words-x7k2p",
+        "--concurrency",
+        "4",
+    ]
+    # Everything else is a Pipeline's Deployment, built the same way.
+    pipeline = deployment()
+    assert (
+        body["spec"]["template"]["spec"]["securityContext"]
+        == (pipeline["spec"]["template"]["spec"]["securityContext"])
+    )
+    assert container["env"] == pipeline["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert run_deployment() == body  # deterministic
+
+
+def test_long_run_names_fit_and_stay_apart() -> None:
+    one, two = "r" * 70 + "-abcde", "r" * 70 + "-fghij"
+    assert len(run_deployment_name(one)) <= 63
+    assert run_deployment_name(one) != run_deployment_name(two)
+    assert run_deployment_name(one) == run_deployment_name(one)
+    label = run_deployment(one)["metadata"]["labels"]["flow.taskiq.dev/pipelinerun"]
+    assert len(label) <= 63
+
+
+def test_whose_deployment_it_is() -> None:
+    owner = WorkerOwner("PipelineRun", "ns", "words-x7k2p", "run-uid")
+    assert ownership(None, owner) == "none"
+    assert ownership(run_deployment(), owner) == "ours"
+    again = WorkerOwner("PipelineRun", "ns", "words-x7k2p", "new-uid")
+    assert ownership(run_deployment(), again) == "stale"  # a deleted run of that name
+    assert ownership(deployment(), owner) == "foreign"
+    assert ownership({"metadata": {"name": "words-x7k2p-run-worker"}}, owner) == "foreign"
+
+
 def test_redis_url_from_a_secret() -> None:
     env = RedisSource(secret_name="redis", secret_key="uri").env()
     assert env["valueFrom"] == {"secretKeyRef": {"name": "redis", "key": "uri"}}
@@ -115,6 +190,18 @@ def test_resolving_a_run_names_what_is_wrong() -> None:
     name, compiled, _ = resolve_pipeline({"pipelineSpec": dataflow_spec()}, "ns", None)
     assert name == ""
     assert len(compiled.dag) == 3
+
+
+def test_filter_steps_compile_like_map_steps() -> None:
+    compiled = compile_for_operator(PipelineSpec.model_validate(filter_spec()), "filters")
+    node = compiled.dag.nodes["long"]
+    assert (node.kind, node.filter_items, node.map_over, node.map_param) == (
+        "map",
+        True,
+        "words",
+        "word",
+    )
+    assert build_pipeline_status(compiled, 1, "filters-worker", 0.0)["phase"] == "Ready"
 
 
 def test_conditions_keep_their_transition_time() -> None:

@@ -155,3 +155,61 @@ def test_status_of_a_10000_item_map_is_small() -> None:
     status = build_run_status(driver, generation=1, now=2.0)
     assert len(json.dumps(status)) < 64 * 1024
     assert status["steps"]["score"]["items"]["running"] == 1_000
+
+
+def test_a_filter_step_outputs_the_items_it_kept_in_order() -> None:
+    from tests.operator.pipelines import filter_spec
+
+    words = ["a", "bb", "ccc", "d", "eeee"]
+    driver = make_driver(filter_spec(), inputs={"words": words})
+    step = driver.start(0.0)
+    # One message per item, like a map; each says which parameter receives the item.
+    assert [k.task_id for k in step.kicks] == [f"uid-1.long.1.{i}" for i in range(5)]
+    assert {k.filter for k in step.kicks} == {"word"}
+    assert step.kicks[1].kwargs == {"than": 1, "word": "bb"}
+    for i, word in enumerate(words):
+        step = driver.on_event(ok("long", item=i, keep=len(word) > 1, size=5), 1.0 + i)
+    assert driver.kept["long"] == [1, 2, 4]
+    assert driver.lengths["long"] == 3
+    assert driver.sizes["long"] == 15  # only the kept items are stored
+    # A map over what the filter kept reads the kept items where the workers stored them.
+    assert [k.kwargs["word"] for k in step.kicks] == [
+        {"$tfref": f"tfo:{{uid-1}}:out:long:{i}"} for i in (1, 2, 4)
+    ]
+    assert all(k.filter is None for k in step.kicks)
+    status = build_run_status(driver, generation=1, now=6.0)
+    assert status["steps"]["long"]["items"] == {
+        "total": 5,
+        "succeeded": 5,
+        "failed": 0,
+        "running": 0,
+    }
+    assert driver.item_indices("long") == [1, 2, 4]
+    for i in range(3):
+        step = driver.on_event(ok("score", item=i), 7.0)
+    # A filter over a map's results: maxParallel 2.
+    assert [k.kwargs for k in step.kicks] == [
+        {"limit": 5, "value": {"$tfref": f"tfo:{{uid-1}}:out:score:{i}"}} for i in (0, 1)
+    ]
+    driver.on_event(ok("big", item=0, keep=False, size=None), 8.0)
+    driver.on_event(ok("big", item=1, keep=True), 8.0)
+    snapshot = driver.snapshot()
+    again = make_driver(filter_spec(), inputs={"words": words})
+    again.restore(snapshot)
+    step = again.on_event(ok("big", item=2, keep=True), 9.0)
+    # The step consuming a filter's output gets a reference to exactly the kept items.
+    assert step.kicks[0].kwargs == {
+        "scores": {"$tfitems": "tfo:{uid-1}:out:big", "indices": [1, 2]}
+    }
+    assert again.kept == {"long": [1, 2, 4], "big": [1, 2]}
+
+
+def test_a_filter_over_an_empty_list_keeps_nothing() -> None:
+    from tests.operator.pipelines import filter_spec
+
+    driver = make_driver(filter_spec(), inputs={"words": []})
+    step = driver.start(0.0)
+    assert driver.kept["long"] == []
+    # score maps over nothing and succeeds; big filters nothing; total gets an empty list.
+    assert [k.task_id for k in step.kicks] == ["uid-1.total.1"]
+    assert step.kicks[0].kwargs == {"scores": {"$tfitems": "tfo:{uid-1}:out:big", "indices": []}}

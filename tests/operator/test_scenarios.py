@@ -9,7 +9,7 @@ import yaml
 
 from tests.operator.conftest import Env
 from tests.operator.harness import ROOT, eventually
-from tests.operator.pipelines import dataflow_spec
+from tests.operator.pipelines import dataflow_spec, filter_spec
 
 
 def pipeline(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -337,3 +337,79 @@ async def test_workers_scale_up_with_work_and_back_down(env: Env) -> None:
 
     await eventually(scaled_down, 30, "no workers")
     assert env.kubelet.max_seen["scale-worker"] == 3
+
+
+async def test_filter_steps_keep_the_items_their_task_returned_true_for(env: Env) -> None:
+    await ready_pipeline(env, "filters", filter_spec())
+    words = ["a", "bb", "ccc", "d", "eeee"]
+    await env.cluster.create("pipelineruns", run("filters-1", "filters", inputs={"words": words}))
+    status = (await env.cluster.wait_run("filters-1", {"Succeeded", "Failed"}))["status"]
+    assert status["phase"] == "Succeeded", status
+    # What `taskiq-flow run` outputs for the same pipeline and inputs.
+    assert status["outputs"] == {
+        "long_words": ["bb", "ccc", "eeee"],
+        "all_scores": [4, 6, 8],
+        "scores": [6, 8],
+        "sum": 14,
+    }
+    done = {"failed": 0, "running": 0}
+    assert status["steps"]["long"]["items"] == {"total": 5, "succeeded": 5, **done}
+    assert status["steps"]["big"]["items"] == {"total": 3, "succeeded": 3, **done}
+    assert status["progress"] == "4/4"
+    assert (count(env, "longer"), count(env, "score"), count(env, "at_least")) == (5, 3, 3)
+
+
+async def test_an_inline_run_gets_its_own_workers(env: Env) -> None:
+    spec = {"pipelineSpec": dataflow_spec(), "inputs": {"words": [" A", "bb "]}}
+    body = {
+        "apiVersion": "flow.taskiq.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "inline-1"},
+        "spec": spec,
+    }
+    created = await env.cluster.create("pipelineruns", body)
+    done = await env.cluster.wait_run("inline-1", {"Succeeded", "Failed"})
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["outputs"]["sum"] == 6
+    assert status["outputs"]["scores"] == [2, 4]
+    # Served by workers started from exactly the Deployment the operator wrote for it.
+    deployment = await env.cluster.get("deployments", "inline-1-run-worker")
+    assert deployment is not None
+    assert deployment["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "flow.taskiq.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "name": "inline-1",
+            "uid": created["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert deployment["metadata"]["labels"]["flow.taskiq.dev/pipelinerun"] == "inline-1"
+    assert [d["metadata"]["name"] for d in await env.cluster.list("deployments")] == [
+        "inline-1-run-worker"
+    ]
+    assert env.kubelet.started["inline-1-run-worker"] >= 1
+    command = env.kubelet.commands["inline-1-run-worker"]
+    assert command[-4:] == ["--queue", "taskiq-flow:tf-test:run:inline-1", "--concurrency", "4"]
+    assert count(env, "clean") == 1
+    assert count(env, "score") == 2
+    # GitOps sees no drift: the run's spec is as it was written.
+    assert done["spec"] == spec
+    assert done["metadata"]["generation"] == 1
+
+    async def scaled_down() -> bool:
+        found = await env.cluster.get("deployments", "inline-1-run-worker") or {}
+        return bool(found.get("spec", {}).get("replicas") == 0)
+
+    await eventually(scaled_down, 30, "the run's workers to go once it is over")
+    # Deleting the run deletes its queue (and its Deployment, by its ownerReference).
+    queue = "taskiq-flow:tf-test:run:inline-1"
+    assert env.redis.exists(queue)
+    await env.cluster.delete("pipelineruns", "inline-1")
+
+    async def gone() -> bool:
+        return not env.redis.exists(queue)
+
+    await eventually(gone, 30, "the run's queue to be deleted")

@@ -62,3 +62,14 @@ async def test_a_replica_claims_what_others_left_pending(store: Store) -> None:
     assert consumers == {"replica-a": 0, "replica-b": 2}
     assert await me.adopt() == 0  # replica-a was not idle long enough to be removed
     assert {c["name"] for c in await me.consumers()} == {"replica-a", "replica-b"}
+
+
+async def test_an_item_of_a_filter_step_names_the_parameter_of_its_item(store: Store) -> None:
+    import json
+
+    kick = Kick("m:t", "u.f.1.3", "f", 1, 3, {"word": "x"}, "word")
+    labels = json.loads(store.message("u", "q", kick))["labels"]
+    assert labels[p.LABEL_ITEM] == "3"
+    assert labels[p.LABEL_FILTER] == "word"
+    plain = Kick("m:t", "u.m.1.3", "m", 1, 3, {"word": "x"})
+    assert p.LABEL_FILTER not in json.loads(store.message("u", "q", plain))["labels"]

@@ -99,3 +99,28 @@ async def test_unknown_task_names_are_step_failures(
     (event,) = await events(client)
     assert not event.ok
     assert "unknown task 't:nope'" in (event.error or "")
+
+
+async def test_a_filter_item_stores_the_item_it_keeps(
+    setup: tuple[InMemoryBroker, Redis, list[int]],
+) -> None:
+    broker, client, calls = setup
+    await client.set(p.output_key("u", "src"), json.dumps([5, 0, 7]))
+    for index in range(3):
+        lbl = {**labels("f", index), p.LABEL_FILTER: "x"}
+        ref = p.item_ref("u", "src", index)
+        await kick(broker, "t:pick", f"u.f.1.{index}", lbl, x=ref, factor=1)
+    assert calls == [5, 0, 7]
+    # The kept items themselves (not the task's result), and nothing for the dropped one.
+    assert json.loads(await client.get(p.output_key("u", "f", 0)) or "null") == 5
+    assert await client.get(p.output_key("u", "f", 1)) is None
+    assert json.loads(await client.get(p.output_key("u", "f", 2)) or "null") == 7
+    got = await events(client)
+    assert [(e.item, e.keep, e.size) for e in got] == [(0, True, 1), (1, False, None), (2, True, 1)]
+    # A step consuming the filter's output reads the kept items, in order.
+    await kick(broker, "t:sum", "u.s.1", labels("s"), values=p.items_ref("u", "f", 2, [0, 2]))
+    assert json.loads(await client.get(p.output_key("u", "s")) or "null") == 12
+    # A redelivered item is reported again the same way.
+    await kick(broker, "t:pick", "u.f.1.1", {**labels("f", 1), p.LABEL_FILTER: "x"}, x=0)
+    assert (await events(client))[-1].keep is False
+    assert calls == [5, 0, 7]

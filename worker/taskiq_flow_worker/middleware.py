@@ -5,7 +5,8 @@ For every message the operator kicked (it carries the ``tfo_run`` label) it
 - skips the message when the run was cancelled, or when this task id already finished
   (a redelivery after the worker died between saving and acknowledging);
 - resolves input references from Redis before the task runs;
-- stores the output as JSON with a TTL, then appends a step event to the events stream;
+- stores the output as JSON with a TTL, then appends a step event to the events stream
+  (for an item of a filter step: the item itself, when the task returned a truthy value);
 - reports an unknown task name as a failed step (taskiq alone would drop the message and
   the run would wait for ever).
 """
@@ -35,6 +36,9 @@ __all__ = ["FlowWorkerMiddleware", "StepSkipped"]
 logger = logging.getLogger("taskiq_flow_worker")
 
 _skip: contextvars.ContextVar[str | None] = contextvars.ContextVar("tfo_skip", default=None)
+# The JSON of a filter step's item, as resolved (before taskiq parses it into the
+# parameter's type): what the step outputs for this item if the task keeps it.
+_item: contextvars.ContextVar[str | None] = contextvars.ContextVar("tfo_item", default=None)
 
 
 class StepSkipped(NoResultError):
@@ -126,6 +130,8 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
             return message
         _skip.set(None)
         message.kwargs = {k: await self._resolve(v) for k, v in message.kwargs.items()}
+        param = labels.get(p.LABEL_FILTER)
+        _item.set(None if param is None else p.dumps(message.kwargs.get(str(param))))
         message.labels[_STARTED] = str(time.time())
         return message
 
@@ -151,6 +157,13 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         if result.is_err:
             error = result.error
             info["error"] = f"{type(error).__name__}: {error}" if error else "unknown error"
+        elif p.LABEL_FILTER in labels:
+            # An item of a filter step: its output is the item itself, if the task kept it.
+            text = _item.get()
+            info["keep"] = bool(result.return_value) and text is not None
+            if info["keep"] and text is not None:
+                info["size"] = len(text.encode())
+                pipe.set(p.output_key(run, step, index), text, ex=ttl)
         else:
             text = p.dumps(result.return_value)
             info["size"] = len(text.encode())
@@ -177,6 +190,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
             finished=info.get("finished"),
             length=info.get("length"),
             size=info.get("size"),
+            keep=info.get("keep"),
         )
         stream = str(labels.get(p.LABEL_EVENTS, p.DEFAULT_EVENTS_STREAM))
         await self.redis.xadd(stream, event.encode())  # type: ignore[arg-type]
@@ -204,10 +218,12 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
             return loaded if "index" not in value else loaded[int(value["index"])]
         if "$tfitems" in value:
             prefix = str(value["$tfitems"])
-            count = int(value["count"])
-            if count == 0:
+            indices = value.get("indices")
+            if indices is None:
+                indices = range(int(value["count"]))
+            if not indices:
                 return []
-            raws = await self.redis.mget([f"{prefix}:{i}" for i in range(count)])
+            raws = await self.redis.mget([f"{prefix}:{int(i)}" for i in indices])
             if any(raw is None for raw in raws):
                 raise LookupError(f"items of {prefix} are missing from Redis")
             return [json.loads(raw) for raw in raws if raw is not None]

@@ -3,13 +3,17 @@
 The operator imports this module; the worker never imports the operator.
 
 - Every message the operator kicks carries ``tfo_run`` (the run's uid), ``tfo_step``,
-  ``tfo_attempt`` and, for an item of a map step, ``tfo_item``. Its task id is
+  ``tfo_attempt`` and, for an item of a map step, ``tfo_item``; an item of a filter step
+  also carries ``tfo_filter``, the parameter that receives the item. Its task id is
   ``<run-uid>.<step>.<attempt>[.<item>]``.
 - Keyword arguments that are outputs of earlier steps travel as references
   (``{"$tfref": key}``, ``{"$tfref": key, "index": i}``, ``{"$tfitems": key, "count": n}``)
-  and the worker resolves them from Redis.
+  and the worker resolves them from Redis (``"indices"`` instead of ``"count"`` lists the
+  items of a filter step's output).
 - The worker stores the output as JSON under ``output_key(...)`` with a TTL and appends a
-  step event to the events stream; the operator reads it with a consumer group.
+  step event to the events stream; the operator reads it with a consumer group. For an
+  item of a filter step it stores the item itself, and only when the task returned a
+  truthy value; the event says which (``keep``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "DEFAULT_OUTPUT_TTL_SECONDS",
     "LABEL_ATTEMPT",
     "LABEL_EVENTS",
+    "LABEL_FILTER",
     "LABEL_ITEM",
     "LABEL_RUN",
     "LABEL_STEP",
@@ -46,6 +51,7 @@ LABEL_RUN = "tfo_run"
 LABEL_STEP = "tfo_step"
 LABEL_ATTEMPT = "tfo_attempt"
 LABEL_ITEM = "tfo_item"
+LABEL_FILTER = "tfo_filter"
 LABEL_EVENTS = "tfo_events"
 LABEL_TTL = "tfo_ttl"
 
@@ -92,8 +98,14 @@ def item_ref(run: str, step: str, index: int) -> dict[str, Any]:
     return {"$tfref": output_key(run, step), "index": index}
 
 
-def items_ref(run: str, step: str, count: int) -> dict[str, Any]:
-    """A reference to a map step's output: the list of its ``count`` item outputs."""
+def items_ref(run: str, step: str, count: int, indices: list[int] | None = None) -> dict[str, Any]:
+    """A reference to a map step's output: the list of its ``count`` item outputs.
+
+    With ``indices`` (a filter step's output), the list of the items stored under those
+    indices, in that order.
+    """
+    if indices is not None:
+        return {"$tfitems": output_key(run, step), "indices": list(indices)}
     return {"$tfitems": output_key(run, step), "count": count}
 
 
@@ -111,6 +123,7 @@ class StepEvent:
     finished: float | None = None
     length: int | None = None
     size: int | None = None
+    keep: bool | None = None  # an item of a filter step: whether the task kept it
 
     def encode(self) -> dict[str, str]:
         """The stream entry's fields."""
@@ -131,6 +144,8 @@ class StepEvent:
         for key, value in optional.items():
             if value is not None:
                 fields[key] = str(value)
+        if self.keep is not None:
+            fields["keep"] = "1" if self.keep else "0"
         return fields
 
     @classmethod
@@ -158,6 +173,7 @@ class StepEvent:
             finished=number("finished"),
             length=integer("length"),
             size=integer("size"),
+            keep=None if "keep" not in text else text["keep"] == "1",
         )
 
 
