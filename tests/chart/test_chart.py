@@ -190,6 +190,8 @@ NAMESPACED_RULES: Rules = {
     ("flow.taskiq.dev", "pipelineruns", ()): {"get", "list", "watch", "patch", "delete"},
     ("flow.taskiq.dev", "pipelines/status", ()): {"patch"},
     ("flow.taskiq.dev", "pipelineruns/status", ()): {"patch"},
+    ("flow.taskiq.dev", "pipelines/finalizers", ()): {"update"},
+    ("flow.taskiq.dev", "pipelineruns/finalizers", ()): {"update"},
     ("apps", "deployments", ()): {"get", "create", "patch"},
     ("", "events", ()): {"create"},
 }

@@ -167,6 +167,12 @@ The operator's RBAC rules in the watched namespaces, derived from what the code 
 - apiGroups: ["flow.taskiq.dev"]
   resources: ["pipelines/status", "pipelineruns/status"]
   verbs: ["patch"]
+# Worker Deployments are owned by their Pipeline (or inline PipelineRun) with
+# blockOwnerDeletion, which clusters enforcing owner-reference permissions allow only to
+# whoever may update the owner's finalizers.
+- apiGroups: ["flow.taskiq.dev"]
+  resources: ["pipelines/finalizers", "pipelineruns/finalizers"]
+  verbs: ["update"]
 # Worker Deployments: read, create, put back in shape and scale (spec.replicas by patch).
 - apiGroups: ["apps"]
   resources: ["deployments"]
