@@ -54,6 +54,7 @@ __all__ = [
     "LABEL_SEQ_ITEM_ATTEMPT",
     "LABEL_NOT_BEFORE",
     "on_step_finished",
+    "save_run",
     "start_run",
 ]
 
@@ -250,13 +251,17 @@ def _machine(spec: SequenceSpec, run: _Run, now: float) -> RunMachine:
     return machine
 
 
+async def save_run(broker: AsyncBroker, run_id: str, spec: SequenceSpec) -> None:
+    """Client side, before ``start_run``: store the run's spec where workers find it."""
+    await store_for(broker).save_spec(run_id, spec.to_json())
+    _specs.put(run_id, spec)
+
+
 async def start_run(
     broker: AsyncBroker, run_id: str, spec: SequenceSpec, data: Any, started_at: float
 ) -> None:
-    """Client side: save the spec and send the first step."""
+    """Client side: send the first step of a run saved with ``save_run``."""
     store = store_for(broker)
-    await store.save_spec(run_id, spec.to_json())
-    _specs.put(run_id, spec)
     await _start_step(broker, store, spec, run_id, 0, 1, data, started_at, started_at)
 
 

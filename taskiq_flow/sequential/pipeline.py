@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqResult
 
-from taskiq_flow.chains.driver import start_run
+from taskiq_flow.chains.driver import save_run, start_run
 from taskiq_flow.chains.spec import ErrorPolicy, SequenceSpec, StepKind, StepSpec
 from taskiq_flow.chains.store import store_for
 from taskiq_flow.completions import Completion, CompletionChannel, channel_for, redis_pool_of
@@ -188,7 +188,9 @@ class Pipeline:
         self._runs += 1
         self.pipeline_id = run_id
         handle = PipelineTask(run_id, self.broker, self.step_names)
-        await handle.open()  # listen before the first step can finish
+        # Both before the first step is sent: listen for the run's end, and store the spec
+        # the workers read.
+        await asyncio.gather(handle.open(), save_run(self.broker, run_id, self.spec))
         handle._heard_from_start = True
         observer = resolve_observer(self.tracking, self.hooks)
         if observer is not None:
@@ -330,13 +332,15 @@ class PipelineTask:
                 )
                 for completion in completions:
                     if completion.task_id == self.task_id:
-                        await self.get_status()
+                        done, self._channel = self._channel, None
+                        await asyncio.gather(self.get_status(), done.close())
                         self._result = completion.result
                         return
         finally:
-            channel, self._channel = self._channel, None
+            left, self._channel = self._channel, None
             self._heard_from_start = False  # a later wait listens anew: check first
-            await channel.close()
+            if left is not None:
+                await left.close()
 
     async def _final(self, status: dict[str, Any]) -> TaskiqResult[Any]:
         if status.get("phase") == "Succeeded":
