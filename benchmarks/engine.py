@@ -8,8 +8,9 @@ What it measures, side by side in one run, with one trivial async task
 (``tests.integration.flow_tasks.increment``: returns its input plus one):
 
 1. In process (``InMemoryBroker``): steps per second of a 20-step ``DataflowPipeline``
-   chain, against round trips per second of ``kiq()`` + ``wait_result(check_interval=
-   0.001)``. Ratio = pipeline / raw; target >= 0.5.
+   chain, against round trips per second of ``kiq()`` + ``wait_result(check_interval=0)``
+   (the fastest way to wait in process: the readiness check only yields to the event
+   loop, which lets the task run). Ratio = pipeline / raw; target >= 0.5.
 2. On Redis, through the same single ``taskiq worker`` process (``RedisStreamBroker`` +
    ``RedisAsyncResultBackend``): time per step of the same chain, against the time of
    one raw round trip (``kiq()`` + ``wait_result(check_interval=0.0005)``). Ratio =
@@ -25,49 +26,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import statistics
-import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+if not __package__:  # run as a script: import from the repository root, not benchmarks/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from taskiq import AsyncBroker, InMemoryBroker  # noqa: E402
+from taskiq import AsyncBroker, InMemoryBroker
 
-from taskiq_flow import DataflowPipeline  # noqa: E402
-from tests.integration.flow_tasks import REDIS_URL_ENV, increment  # noqa: E402
-from tests.integration.worker_app import make_broker  # noqa: E402
-from tests.redis_server import running_redis  # noqa: E402
+from benchmarks._common import (
+    Figure,
+    Target,
+    format_table,
+    repeat,
+    running_redis,
+    running_workers,
+)
+from taskiq_flow import DataflowPipeline
+from tests.integration.flow_tasks import REDIS_URL_ENV, increment
+from tests.integration.worker_app import make_broker
 
+SUITE = "engine"
 CHAIN_LENGTH = 20
 IN_PROCESS_CHAINS = 10  # chains per repetition (200 steps)
 IN_PROCESS_ROUND_TRIPS = 200
 REDIS_CHAINS = 5  # chains per repetition (100 steps)
 REDIS_ROUND_TRIPS = 100
-WORKER_SHUTDOWN_GRACE = 3.0
-
-WORKER_COMMAND = [
-    sys.executable, "-m", "taskiq", "worker",
-    "tests.integration.worker_app:broker", "tests.integration.flow_tasks",
-    "--workers", "1", "--log-level", "WARNING", "--shutdown-timeout", "2",
-]  # fmt: skip
-
-
-@dataclass
-class Figure:
-    """Repeated measurements of one quantity."""
-
-    samples: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
+WORKER = ("tests.integration.worker_app:broker", ["tests.integration.flow_tasks"])
 
 
 def chain(broker: AsyncBroker) -> DataflowPipeline:
@@ -98,28 +85,32 @@ async def time_round_trips(broker: AsyncBroker, count: int, check_interval: floa
     return (time.perf_counter() - start) / count
 
 
-async def repeat(times: int, measure: Callable[[], Awaitable[float]]) -> Figure:
-    await measure()  # warm up: imports, connections, the worker's first message
-    return Figure([await measure() for _ in range(times)])
-
-
-async def in_process(times: int) -> tuple[Figure, Figure]:
-    """Seconds per step (pipeline) and per round trip (raw) on an ``InMemoryBroker``."""
+async def in_process(times: int) -> Figure:
+    """Steps per second of the chain against raw round trips per second, in process."""
     broker = InMemoryBroker()
     await broker.startup()
     try:
         pipeline = chain(broker)
         steps = await repeat(times, lambda: time_chains(pipeline, IN_PROCESS_CHAINS))
         raw = await repeat(
-            times, lambda: time_round_trips(broker, IN_PROCESS_ROUND_TRIPS, check_interval=0.001)
+            times, lambda: time_round_trips(broker, IN_PROCESS_ROUND_TRIPS, check_interval=0)
         )
     finally:
         await broker.shutdown()
-    return steps, raw
+    return Figure(
+        name="in-process 20-step chain",
+        unit="steps/s",
+        ours=[1 / s for s in steps],
+        reference=[1 / s for s in raw],
+        ours_label="DataflowPipeline chain on InMemoryBroker",
+        reference_label="raw InMemoryBroker kiq + wait_result(check_interval=0)",
+        target=Target(">=", 0.5),
+        suite=SUITE,
+    )
 
 
-async def on_redis(url: str, times: int) -> tuple[Figure, Figure]:
-    """Seconds per step (pipeline) and per round trip (raw) through one worker process."""
+async def on_redis(url: str, times: int) -> Figure:
+    """Milliseconds per step of the chain against per raw round trip, one worker."""
     broker = make_broker(url)
     await broker.startup()
     try:
@@ -131,93 +122,35 @@ async def on_redis(url: str, times: int) -> tuple[Figure, Figure]:
         steps = await repeat(times, lambda: time_chains(pipeline, REDIS_CHAINS))
     finally:
         await broker.shutdown()
-    return steps, raw
-
-
-@contextmanager
-def worker_process(url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """One ``taskiq worker`` process with one child; stopped with SIGTERM, then SIGKILL."""
-    process = subprocess.Popen(
-        WORKER_COMMAND,
-        cwd=REPO_ROOT,
-        env={**os.environ, REDIS_URL_ENV: url},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    return Figure(
+        name="Redis 20-step chain (DataflowPipeline), per step",
+        unit="ms",
+        ours=[s * 1000 for s in steps],
+        reference=[s * 1000 for s in raw],
+        ours_label="DataflowPipeline chain, 1 worker process",
+        reference_label="raw kiq + wait_result(check_interval=0.0005), same worker",
+        target=Target("<=", 1.3),
+        suite=SUITE,
     )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=WORKER_SHUTDOWN_GRACE)
-        except subprocess.TimeoutExpired:
-            # A stream-broker worker often hangs on shutdown; it leads its process group.
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
-def row(label: str, unit: str, figure: Figure, scale: Callable[[float], float]) -> str:
-    values = sorted(scale(v) for v in figure.samples)
-    mid = scale(figure.median)
-    digits = 2 if mid < 100 else 0
-    cells = " ".join(f"{v:>10.{digits}f}" for v in (mid, values[0], values[-1]))
-    return f"  {label:<46} {cells}  {unit}"
-
-
-def report(local: tuple[Figure, Figure], remote: tuple[Figure, Figure], times: int) -> str:
-    local_steps, local_raw = local
-    remote_steps, remote_raw = remote
-
-    def per_second(seconds: float) -> float:
-        return 1 / seconds
-
-    def milliseconds(seconds: float) -> float:
-        return seconds * 1000
-
-    local_ratio = local_raw.median / local_steps.median  # rates: (1/step) / (1/raw)
-    remote_ratio = remote_steps.median / remote_raw.median
-    header = f"  {'':<46} {'median':>10} {'min':>10} {'max':>10}"
-    lines = [
-        f"taskiq-flow engine overhead: {CHAIN_LENGTH}-step chain vs raw round trips, "
-        f"{times} repetitions",
-        "",
-        "in process (InMemoryBroker)",
-        header,
-        row("DataflowPipeline chain", "steps/s", local_steps, per_second),
-        row("raw kiq + wait_result(check_interval=0.001)", "round trips/s", local_raw, per_second),
-        f"  ratio pipeline/raw: {local_ratio:.2f}  (target >= 0.5)"
-        f"  {'ok' if local_ratio >= 0.5 else 'MISSED'}",
-        "",
-        "on Redis (RedisStreamBroker, one worker process)",
-        header,
-        row("DataflowPipeline chain", "ms/step", remote_steps, milliseconds),
-        row(
-            "raw kiq + wait_result(check_interval=0.0005)",
-            "ms/round trip",
-            remote_raw,
-            milliseconds,
-        ),
-        f"  ratio pipeline/raw: {remote_ratio:.2f}  (target <= 1.3)"
-        f"  {'ok' if remote_ratio <= 1.3 else 'MISSED'}",
-    ]
-    return "\n".join(lines)
-
-
-async def run(times: int) -> str:
+async def measure(times: int = 7) -> list[Figure]:
+    """Both figures; starts (and stops) its own redis-server and worker process."""
     local = await in_process(times)
-    with running_redis() as url:
+    with running_redis() as url, tempfile.TemporaryDirectory() as logs:
         os.environ[REDIS_URL_ENV] = url
-        with worker_process(url):
+        broker, modules = WORKER
+        with running_workers(broker, modules, {REDIS_URL_ENV: url}, 1, Path(logs), "engine"):
             remote = await on_redis(url, times)
-    return report(local, remote, times)
+    return [local, remote]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="repetitions per figure")
     args = parser.parse_args(argv)
-    print(asyncio.run(run(args.repeat)))
+    print(f"taskiq-flow engine overhead, {args.repeat} repetitions\n")
+    print(format_table(asyncio.run(measure(args.repeat))))
 
 
 if __name__ == "__main__":

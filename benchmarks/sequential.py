@@ -2,7 +2,7 @@
 
 Run it from anywhere (it starts its own redis-server and two worker processes)::
 
-    /work/venv/bin/python benchmarks/sequential.py [--repeat 5]
+    /work/venv/bin/python benchmarks/sequential.py [--repeat 5] [--items 10000]
 
 Everything runs in one go, on the same Redis and the same two ``taskiq worker``
 processes (``benchmarks/sequential_worker.py``: a ``FlowRedisStreamBroker`` with a
@@ -23,8 +23,16 @@ tasks of ``tests/sequential/seq_tasks.py``):
    ``wait_tasks`` task polling every 0.5 s), against raw taskiq doing the same work
    (``numbers`` round trip, 1,000 ``kiq``s sent 64 at a time concurrently as taskiq-flow
    sends a map's items, waiting for each in order, a ``total`` round trip; polling every
-   0.5 ms). Targets: taskiq-flow <= 1.1 x raw, and faster than
-   taskiq-pipelines.
+   0.5 ms). Targets: taskiq-flow <= 1.1 x raw, and faster than taskiq-pipelines.
+4. **Fan-out throughput, ``--items`` (10,000) items**: ``Pipeline(broker).map(double)``
+   on a list, items per second from ``kiq`` to the list of results, against raw taskiq
+   kicking the same number of ``double`` messages (``asyncio.gather`` of 500 ``kiq``s at
+   a time) and reading all their results in bulk (``MGET`` of every pending result key
+   each millisecond). Target: taskiq-flow >= 0.9 x raw. The same for the client-driven
+   fan-out, ``DataflowPipeline(broker).map(double, "numbers", output=...)`` with its
+   defaults. The three take turns within each repetition.
+5. **Peak RSS of a worker process** (the child that runs the tasks; ``VmHWM``) after
+   all of the above. Reported, no target.
 
 Each figure is the median of ``--repeat`` repetitions (min and max shown), after one
 warm-up run.
@@ -35,57 +43,45 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import statistics
-import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+if not __package__:  # run as a script: import from the repository root, not benchmarks/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import taskiq_pipelines  # noqa: E402
-from taskiq import AsyncBroker  # noqa: E402
+import taskiq_pipelines
+from redis.asyncio import Redis
+from taskiq import AsyncBroker, TaskiqResult
 
-from taskiq_flow import Pipeline  # noqa: E402
-from tests.redis_server import running_redis  # noqa: E402
-from tests.sequential import seq_tasks as st  # noqa: E402
-from tests.sequential.seq_worker_app import QUEUE_ENV, make_broker  # noqa: E402
+from benchmarks._common import (
+    Figure,
+    Target,
+    format_table,
+    peak_rss_bytes,
+    process_tree,
+    repeat,
+    running_redis,
+    running_workers,
+    take_turns,
+)
+from taskiq_flow import DataflowPipeline, Pipeline
+from tests.sequential import seq_tasks as st
+from tests.sequential.seq_worker_app import QUEUE_ENV, make_broker
 
+SUITE = "sequential"
 CHAIN_LENGTH = 20
 CHAINS = 5  # chains per repetition of the per-step figures
 ITEMS = 1000
+FAN_OUT_ITEMS = 10_000
 WORKERS = 2
 RAW_CHECK_INTERVAL = 0.0005
-KICK_BATCH = 64  # raw fan-out sends its items this many at a time, like taskiq-flow's map
+KICK_BATCH = 64  # raw map + reduce sends its items this many at a time, like taskiq-flow's map
+FAN_OUT_KICK_BATCH = 500
 QUEUE = "taskiq-bench-seq"
-WORKER_SHUTDOWN_GRACE = 3.0
-
-WORKER_COMMAND = [
-    sys.executable, "-m", "taskiq", "worker", "benchmarks.sequential_worker:broker",
-    "--workers", "1", "--log-level", "WARNING", "--shutdown-timeout", "2",
-]  # fmt: skip
-
-
-@dataclass
-class Figure:
-    """Repeated measurements of one quantity, in seconds."""
-
-    samples: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-
-async def repeat(times: int, measure: Callable[[], Awaitable[float]]) -> Figure:
-    await measure()  # warm up: imports, connections, each worker's first messages
-    return Figure([await measure() for _ in range(times)])
+WORKER_BROKER = "benchmarks.sequential_worker:broker"
 
 
 # -- the 20-step chain ------------------------------------------------------------------
@@ -184,53 +180,70 @@ async def raw_map_reduce(broker: AsyncBroker) -> float:
     return elapsed
 
 
+# -- fan-out throughput ------------------------------------------------------------------
+
+
+async def flow_fan_out(broker: AsyncBroker, items: int) -> float:
+    """Items per second of ``Pipeline.map(double)`` over ``items`` numbers."""
+    pipeline = Pipeline(broker).map(st.double)
+    numbers = list(range(items))
+    start = time.perf_counter()
+    result = await (await pipeline.kiq(numbers)).wait_result(timeout=600)
+    elapsed = time.perf_counter() - start
+    assert result.return_value == [2 * n for n in numbers], str(result)[:300]
+    return items / elapsed
+
+
+async def dataflow_fan_out(broker: AsyncBroker, items: int) -> float:
+    """Items per second of ``DataflowPipeline.map(double)`` (driven from this process)."""
+    pipeline = DataflowPipeline(broker).map(st.double, "numbers", output="doubled")
+    numbers = list(range(items))
+    start = time.perf_counter()
+    outputs = await pipeline.kiq_dataflow(numbers=numbers)
+    elapsed = time.perf_counter() - start
+    assert outputs["doubled"] == [2 * n for n in numbers], str(outputs)[:300]
+    return items / elapsed
+
+
+async def read_results_in_bulk(broker: AsyncBroker, task_ids: list[str]) -> list[Any]:
+    """Every task's return value: ``MGET`` of all pending result keys, every millisecond."""
+    backend: Any = broker.result_backend
+    values: dict[str, Any] = {}
+    pending = task_ids
+    async with Redis(connection_pool=backend.redis_pool) as client:
+        while pending:
+            raw = await client.mget([backend._task_name(t) for t in pending])
+            still = []
+            for task_id, data in zip(pending, raw, strict=True):
+                if data is None:
+                    still.append(task_id)
+                else:
+                    result = TaskiqResult[Any].model_validate(backend.serializer.loadb(data))
+                    values[task_id] = result.return_value
+            pending = still
+            if pending:
+                await asyncio.sleep(0.001)
+    return [values[t] for t in task_ids]
+
+
+async def raw_fan_out(broker: AsyncBroker, items: int) -> float:
+    """Items per second of raw taskiq: kick ``items`` ``double``s, read every result."""
+    kicker = st.double.kicker().with_broker(broker)
+    start = time.perf_counter()
+    sent = []
+    for first in range(0, items, FAN_OUT_KICK_BATCH):
+        last = min(first + FAN_OUT_KICK_BATCH, items)
+        sent += await asyncio.gather(*(kicker.kiq(i) for i in range(first, last)))
+    values = await read_results_in_bulk(broker, [t.task_id for t in sent])
+    elapsed = time.perf_counter() - start
+    assert values == [2 * n for n in range(items)]
+    return items / elapsed
+
+
 # -- running it ---------------------------------------------------------------------------
 
 
-@contextmanager
-def worker_processes(url: str, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` worker processes; stopped with SIGTERM, then SIGKILL of their groups."""
-    env = {**os.environ, st.REDIS_URL_ENV: url, QUEUE_ENV: QUEUE}
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for _ in range(count):
-            processes.append(
-                subprocess.Popen(
-                    WORKER_COMMAND,
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        yield processes
-    finally:
-        for process in processes:
-            with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + WORKER_SHUTDOWN_GRACE
-        for process in processes:
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            # A stream-broker worker often hangs on shutdown; it leads its process group.
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@dataclass
-class Results:
-    flow_step: Figure
-    pipelines_step: Figure
-    raw_step: Figure
-    flow_chain: Figure
-    pipelines_chain: Figure
-    flow_map: Figure
-    pipelines_map: Figure
-    raw_map: Figure
-
-
-async def measure(url: str, times: int) -> Results:
+async def measure_all(url: str, times: int, fan_out_items: int) -> list[Figure]:
     broker = make_broker(url, queue=QUEUE)
     await broker.startup()
     try:
@@ -246,91 +259,137 @@ async def measure(url: str, times: int) -> Results:
         raw_map = await repeat(times, lambda: raw_map_reduce(broker))
         flow_map = await repeat(times, lambda: flow_map_reduce(broker))
         pipelines_map = await repeat(times, lambda: pipelines_map_reduce(broker))
+        raw_fan, flow_fan, dataflow_fan = await take_turns(
+            times,
+            lambda: raw_fan_out(broker, fan_out_items),
+            lambda: flow_fan_out(broker, fan_out_items),
+            lambda: dataflow_fan_out(broker, fan_out_items),
+        )
     finally:
         await broker.shutdown()
 
-    def scaled(figure: Figure, by: int) -> Figure:
-        return Figure([s / by for s in figure.samples])
+    def ms_per_step(samples: list[float]) -> list[float]:
+        return [s / per_step * 1000 for s in samples]
 
-    return Results(
-        flow_step=scaled(flow_step, per_step),
-        pipelines_step=scaled(pipelines_step, per_step),
-        raw_step=scaled(raw_step, per_step),
-        flow_chain=flow_one,
-        pipelines_chain=pipelines_one,
-        flow_map=flow_map,
-        pipelines_map=pipelines_map,
-        raw_map=raw_map,
-    )
+    def ms(samples: list[float]) -> list[float]:
+        return [s * 1000 for s in samples]
+
+    chain = f"{CHAIN_LENGTH}-step chain"
+    return [
+        Figure(
+            name=f"Redis {chain} (Pipeline), per step",
+            unit="ms",
+            ours=ms_per_step(flow_step),
+            reference=ms_per_step(raw_step),
+            ours_label=f"taskiq-flow Pipeline, {WORKERS} worker processes",
+            reference_label="raw kiq + wait_result(check_interval=0.0005), same workers",
+            target=Target("<=", 1.3),
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"Redis {chain}, per step, vs taskiq-pipelines",
+            unit="ms",
+            ours=ms_per_step(flow_step),
+            reference=ms_per_step(pipelines_step),
+            ours_label="taskiq-flow Pipeline",
+            reference_label="taskiq-pipelines Pipeline (its final wait polls every 0.5 ms)",
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"{chain} end to end, defaults",
+            unit="ms",
+            ours=ms(flow_one),
+            reference=ms(pipelines_one),
+            ours_label="taskiq-flow (wait_result woken by the completion)",
+            reference_label="taskiq-pipelines (wait_result polls every 0.2 s)",
+            target=Target("<=", 0.1),
+            note="target: 10x faster",
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"{ITEMS:,}-item map + reduce",
+            unit="s",
+            ours=flow_map,
+            reference=raw_map,
+            ours_label="taskiq-flow numbers → map(double) → total",
+            reference_label="raw taskiq, same work (64 kiqs at a time, waits polling 0.5 ms)",
+            target=Target("<=", 1.1),
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"{ITEMS:,}-item map + reduce vs taskiq-pipelines",
+            unit="s",
+            ours=flow_map,
+            reference=pipelines_map,
+            ours_label="taskiq-flow",
+            reference_label="taskiq-pipelines, defaults (its map waiter polls every 0.5 s)",
+            target=Target("<=", 1.0),
+            note="target: faster",
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"{fan_out_items:,}-item fan-out throughput",
+            unit="items/s",
+            ours=flow_fan,
+            reference=raw_fan,
+            ours_label=f"taskiq-flow Pipeline.map(double), {WORKERS} worker processes",
+            reference_label=(
+                f"raw taskiq: {FAN_OUT_KICK_BATCH} kiqs at a time, results read in bulk "
+                "(MGET each ms), same workers"
+            ),
+            target=Target(">=", 0.9),
+            suite=SUITE,
+        ),
+        Figure(
+            name=f"{fan_out_items:,}-item fan-out throughput, DataflowPipeline",
+            unit="items/s",
+            ours=dataflow_fan,
+            reference=raw_fan,
+            ours_label="taskiq-flow DataflowPipeline.map(double), driven from the client",
+            reference_label="the same raw taskiq samples",
+            target=Target(">=", 0.9),
+            suite=SUITE,
+        ),
+    ]
 
 
-def row(label: str, figure: Figure, unit: str, scale: float) -> str:
-    values = sorted(v * scale for v in figure.samples)
-    mid = figure.median * scale
-    cells = " ".join(f"{v:>10.2f}" for v in (mid, values[0], values[-1]))
-    return f"  {label:<52} {cells}  {unit}"
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def report(r: Results, times: int) -> str:
-    header = f"  {'':<52} {'median':>10} {'min':>10} {'max':>10}"
-    step_ratio = r.flow_step.median / r.raw_step.median
-    pipelines_step_ratio = r.pipelines_step.median / r.raw_step.median
-    chain_speedup = r.pipelines_chain.median / r.flow_chain.median
-    map_ratio = r.flow_map.median / r.raw_map.median
-    map_speedup = r.pipelines_map.median / r.flow_map.median
-    return "\n".join(
-        [
-            f"sequential pipelines on Redis ({WORKERS} worker processes, one redis-server), "
-            f"{times} repetitions",
-            "",
-            f"1. per-step overhead of a {CHAIN_LENGTH}-step chain ({CHAINS} chains per repetition)",
-            header,
-            row("taskiq-flow Pipeline", r.flow_step, "ms/step", 1000),
-            row("taskiq-pipelines Pipeline (final wait polls 0.5 ms)", r.pipelines_step,
-                "ms/step", 1000),
-            row("raw taskiq kiq + wait_result(check_interval=0.0005)", r.raw_step,
-                "ms/round trip", 1000),
-            f"  taskiq-flow / raw: {step_ratio:.2f}  (target <= 1.3)  "
-            f"{verdict(step_ratio <= 1.3)}",
-            f"  taskiq-pipelines / raw: {pipelines_step_ratio:.2f}",
-            "",
-            f"2. one {CHAIN_LENGTH}-step chain end to end, default settings",
-            header,
-            row("taskiq-flow (wait_result woken by the completion)", r.flow_chain, "ms", 1000),
-            row("taskiq-pipelines (wait_result polls every 0.2 s)", r.pipelines_chain,
-                "ms", 1000),
-            f"  taskiq-flow is {chain_speedup:.1f}x faster  (target >= 10x)  "
-            f"{verdict(chain_speedup >= 10)}",
-            "",
-            f"3. {ITEMS:,}-item map + reduce end to end, default settings",
-            header,
-            row("taskiq-flow Pipeline", r.flow_map, "s", 1),
-            row("taskiq-pipelines Pipeline (map waiter polls 0.5 s)", r.pipelines_map, "s", 1),
-            row("raw taskiq fan-out (polls 0.5 ms)", r.raw_map, "s", 1),
-            f"  taskiq-flow / raw: {map_ratio:.2f}  (target <= 1.1)  {verdict(map_ratio <= 1.1)}",
-            f"  taskiq-flow is {map_speedup:.1f}x faster than taskiq-pipelines  "
-            f"(target > 1x)  {verdict(map_speedup > 1)}",
-        ]
-    )  # fmt: skip
-
-
-async def run(times: int) -> str:
-    with running_redis() as url:
+async def measure(times: int = 5, fan_out_items: int = FAN_OUT_ITEMS) -> list[Figure]:
+    """All figures; starts (and stops) its own redis-server and worker processes."""
+    with running_redis() as url, tempfile.TemporaryDirectory() as logs:
         os.environ[st.REDIS_URL_ENV] = url
-        with worker_processes(url, WORKERS):
-            results = await measure(url, times)
-    return report(results, times)
+        env = {st.REDIS_URL_ENV: url, QUEUE_ENV: QUEUE}
+        with running_workers(WORKER_BROKER, [], env, WORKERS, Path(logs), "seq") as workers:
+            figures = await measure_all(url, times, fan_out_items)
+            # The child of each ``taskiq worker`` runs the tasks; the largest peak counts.
+            rss = [
+                max(peak_rss_bytes(pid) / 2**20 for pid in process_tree(p.pid)[1:] or [p.pid])
+                for p in workers.processes
+            ]
+    figures.append(
+        Figure(
+            name="worker peak RSS",
+            unit="MiB",
+            ours=rss,
+            ours_label=(
+                f"VmHWM of each of the {WORKERS} task-running worker processes after this "
+                "suite (taskiq worker + both middlewares)"
+            ),
+            suite=SUITE,
+        )
+    )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per figure")
+    parser.add_argument("--items", type=int, default=FAN_OUT_ITEMS, help="fan-out items")
     args = parser.parse_args(argv)
-    print(asyncio.run(run(args.repeat)))
+    print(
+        f"sequential pipelines on Redis ({WORKERS} worker processes, one redis-server), "
+        f"{args.repeat} repetitions\n"
+    )
+    print(format_table(asyncio.run(measure(args.repeat, args.items))))
 
 
 if __name__ == "__main__":

@@ -16,31 +16,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+if not __package__:  # run as a script: import from the repository root, not benchmarks/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from taskiq_flow import Pipeline, PipelineTrackingManager, RedisPipelineStorage  # noqa: E402
-from tests.redis_server import running_redis  # noqa: E402
-from tests.tracking.flow_tasks import add_one  # noqa: E402
-from tests.tracking.worker_app import QUEUE_ENV, URL_ENV, make_broker  # noqa: E402
+from benchmarks._common import (
+    Figure,
+    Target,
+    alternate,
+    format_table,
+    running_redis,
+    running_workers,
+)
+from taskiq_flow import Pipeline, PipelineTrackingManager, RedisPipelineStorage
+from tests.tracking.flow_tasks import add_one
+from tests.tracking.worker_app import QUEUE_ENV, URL_ENV, make_broker
 
+SUITE = "tracking"
 CHAIN_LENGTH = 20
+WARMUP = 3
 QUEUE = "taskiq-tracking-bench"
-WORKER_COMMAND = [
-    sys.executable, "-m", "taskiq", "worker",
-    "tests.tracking.worker_app:broker", "tests.tracking.flow_tasks",
-    "--workers", "1", "--log-level", "WARNING", "--shutdown-timeout", "2",
-]  # fmt: skip
+WORKER = ("tests.tracking.worker_app:broker", ["tests.tracking.flow_tasks"])
 
 
 async def _chain_seconds(pipeline: Pipeline) -> float:
@@ -58,60 +60,52 @@ def _chain(broker: object, tracking: PipelineTrackingManager | None) -> Pipeline
     return pipeline if tracking is None else pipeline.with_tracking(tracking)
 
 
-async def bench(url: str, repeat: int) -> None:
+async def bench(url: str, repeat: int) -> Figure:
     broker = make_broker(url, QUEUE)
     await broker.startup()
     client = aioredis.Redis.from_url(url)
     tracking = PipelineTrackingManager().with_storage(RedisPipelineStorage(client))
-    plain: list[float] = []
-    tracked: list[float] = []
     try:
-        for _ in range(3):  # warm-up: connections, scripts, worker imports
-            await _chain_seconds(_chain(broker, None))
-            await _chain_seconds(_chain(broker, tracking))
-        for _ in range(repeat):
-            plain.append(await _chain_seconds(_chain(broker, None)))
-            tracked.append(await _chain_seconds(_chain(broker, tracking)))
+        # Alternating, after warm-ups (connections, scripts, worker imports).
+        plain, tracked = await alternate(
+            repeat,
+            lambda: _chain_seconds(_chain(broker, None)),
+            lambda: _chain_seconds(_chain(broker, tracking)),
+            warmup=WARMUP,
+        )
         recorded = await tracking.list_pipelines("COMPLETED")
-        assert len(recorded) == repeat + 3, len(recorded)
+        assert len(recorded) == repeat + WARMUP, len(recorded)
         assert all(len(r.steps) == CHAIN_LENGTH for r in recorded)
     finally:
         await tracking.close()
         await client.aclose()
         await broker.shutdown()
-    per_plain = statistics.median(plain) / CHAIN_LENGTH * 1000
-    per_tracked = statistics.median(tracked) / CHAIN_LENGTH * 1000
-    print(f"{CHAIN_LENGTH}-step chain on Redis, median of {repeat} (ms per step):")
-    print(
-        f"  untracked:              {per_plain:7.3f}  (min {min(plain) / CHAIN_LENGTH * 1000:.3f})"
+    return Figure(
+        name=f"tracking overhead, {CHAIN_LENGTH}-step chain, per step",
+        unit="ms",
+        ours=[s / CHAIN_LENGTH * 1000 for s in tracked],
+        reference=[s / CHAIN_LENGTH * 1000 for s in plain],
+        ours_label="Pipeline with_tracking(RedisPipelineStorage), 1 worker process",
+        reference_label="the same Pipeline untracked (runs alternate)",
+        target=Target("<=", 1.15),
+        suite=SUITE,
     )
-    print(
-        f"  tracked (Redis storage): {per_tracked:7.3f}  "
-        f"(min {min(tracked) / CHAIN_LENGTH * 1000:.3f})"
-    )
-    print(f"  ratio tracked/untracked: {per_tracked / per_plain:.3f}x  (target <= 1.15x)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+async def measure(times: int = 15) -> list[Figure]:
+    """The figure; starts (and stops) its own redis-server and worker process."""
+    with running_redis() as url, tempfile.TemporaryDirectory() as logs:
+        broker, modules = WORKER
+        env = {URL_ENV: url, QUEUE_ENV: QUEUE}
+        with running_workers(broker, modules, env, 1, Path(logs), "tracking"):
+            return [await bench(url, times)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
-    args = parser.parse_args()
-    with running_redis() as url:
-        worker = subprocess.Popen(
-            WORKER_COMMAND,
-            cwd=REPO_ROOT,
-            env={**os.environ, URL_ENV: url, QUEUE_ENV: QUEUE},
-            start_new_session=True,
-        )
-        try:
-            asyncio.run(bench(url, args.repeat))
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+    args = parser.parse_args(argv)
+    print(format_table(asyncio.run(measure(args.repeat))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""taskiq-flow benchmarks: ``python -m benchmarks`` runs them all (see README.md)."""
