@@ -132,10 +132,13 @@ class LocalChannel(CompletionChannel):
         if self.queue.empty():
             if timeout is not None and timeout <= 0:
                 return []
-            try:
-                first = await asyncio.wait_for(self.queue.get(), timeout)
-            except TimeoutError:
-                return []
+            if timeout is None:
+                first = await self.queue.get()
+            else:
+                try:
+                    first = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    return []
             items = [first]
         else:
             items = []

@@ -6,7 +6,9 @@ it runs. Stack them under ``@broker.task`` (or over it: both orders work).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
@@ -62,6 +64,22 @@ def infer_inputs(func: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, A
     ``PipelineContext`` are not inputs.
     """
     target = _unwrap(func)
+    try:
+        required_names, optional_values = _inferred[target]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referenceable
+        required_names, optional_values = _infer(target)
+        with contextlib.suppress(TypeError):
+            _inferred[target] = (required_names, optional_values)
+    return required_names, dict(optional_values)
+
+
+# A graph of 10,000 steps of one task asks 10,000 times: resolving the type hints is most of
+# a graph's build time, and a function's signature does not change.
+_inferred: weakref.WeakKeyDictionary[Callable[..., Any], tuple[tuple[str, ...], dict[str, Any]]]
+_inferred = weakref.WeakKeyDictionary()
+
+
+def _infer(target: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
     signature = inspect.signature(target)
     try:
         hints = get_type_hints(target)

@@ -106,12 +106,15 @@ class Dispatcher:
             **self._task_labels(task, task_name),
             LABEL_RUN: self.run_id,
             LABEL_NODE: node,
-            LABEL_ATTEMPT: attempt,
             LABEL_STEP: step_index,
-            LABEL_MODE: self.mode,
             LABEL_STARTED: self.started_at,
             **(labels or {}),
         }
+        # taskiq encodes and parses every label of every message: the defaults stay off.
+        if attempt != 1:
+            all_labels[LABEL_ATTEMPT] = attempt
+        if self.mode != "parallel":
+            all_labels[LABEL_MODE] = self.mode
         kicker: AsyncKicker[Any, Any] = AsyncKicker(
             task_name=task_name, broker=self.broker, labels=all_labels
         ).with_task_id(task_id)

@@ -399,7 +399,8 @@ class _Run:
     # -- actions -----------------------------------------------------------------------
 
     async def _apply(self, origin: _MapState | None, actions: Sequence[Action]) -> None:
-        await self._drain([(origin, a) for a in actions])
+        if actions:
+            await self._drain([(origin, a) for a in actions])
 
     async def _drain(self, pairs: Sequence[tuple[_MapState | None, Action]]) -> None:
         queue = deque(pairs)
@@ -411,6 +412,14 @@ class _Run:
                     queue.extend(self._handle_step(action, kicks))
                 else:
                     queue.extend(self._handle_item(state, action, kicks))
+            if len(kicks) == 1:
+                # The common case of a chain: no task to gather, no extra trip through the
+                # event loop.
+                try:
+                    await self._send(kicks[0])
+                except Exception as exc:
+                    queue.extend(self._send_failed(kicks[0], exc))
+                continue
             for start in range(0, len(kicks), _KICK_BURST):
                 burst = kicks[start : start + _KICK_BURST]
                 outcomes = await asyncio.gather(

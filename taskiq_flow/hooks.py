@@ -199,6 +199,8 @@ def resolve_observer(tracking: Any, hooks: HookManager | None) -> RunObserver | 
     """The observer a pipeline reports to: its tracking manager, with its hook manager
     attached as a listener (a private in-memory manager when only hooks are set)."""
     if hooks is None:
+        if tracking is None:  # the common case, without a (slow) protocol check
+            return None
         return tracking if isinstance(tracking, RunObserver) else None
     if tracking is None:
         tracking = getattr(hooks, "_tracking", None)

@@ -53,6 +53,8 @@ __all__ = ["PipelineMiddleware", "context_from", "ensure_middleware"]
 logger = logging.getLogger("taskiq_flow.middleware")
 
 _NO_CONTEXT = ""
+# taskiq's errors are costly to build; taskiq only checks the type of this one.
+_NO_RESULT = NoResultError()
 
 
 class PipelineMiddleware(TaskiqMiddleware):
@@ -124,7 +126,7 @@ class PipelineMiddleware(TaskiqMiddleware):
                 # The run's record holds the output; a copy in the result backend would
                 # cost the worker a write per step that nobody reads. taskiq skips saving
                 # a result whose error is NoResultError (and still acknowledges it).
-                result.error = NoResultError()
+                result.error = _NO_RESULT
             return
         try:
             heard = await publish_completion(
@@ -136,7 +138,7 @@ class PipelineMiddleware(TaskiqMiddleware):
             logger.exception("could not report completion of task %s", message.task_id)
             return
         if heard and not result.is_err:
-            result.error = NoResultError()  # the driver has it: no copy in the result backend
+            result.error = _NO_RESULT  # the driver has it: no copy in the result backend
 
     async def on_step_complete(self, ctx: PipelineContext, result: TaskiqResult[Any]) -> None:
         """Called on the worker when a pipeline step (or map item) has finished, before

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from taskiq_flow.core.plan import NodeSpec, Plan
 from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.dataflow.node import DataNode
 from taskiq_flow.errors import (
     CycleError,
@@ -95,6 +96,7 @@ class DAG:
     every external input is given.
     """
 
+    @paused_gc()
     def __init__(self, nodes: Iterable[DAGNode]) -> None:
         self.nodes: dict[str, DAGNode] = {}
         node_list = list(nodes)

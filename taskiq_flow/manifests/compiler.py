@@ -23,6 +23,7 @@ from taskiq.abc.broker import AsyncBroker
 
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.dataflow.dag import DAG, DAGNode
+from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.decorators import context_parameter
 from taskiq_flow.errors import (
     DAGError,
@@ -31,7 +32,6 @@ from taskiq_flow.errors import (
     ErrorHandlingMode,
     UnknownDependencyError,
 )
-from taskiq_flow.manifests.memory import paused_gc
 from taskiq_flow.manifests.models import (
     ErrorMode,
     Mode,

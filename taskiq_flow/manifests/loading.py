@@ -17,7 +17,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from taskiq_flow.manifests.memory import paused_gc
+from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.manifests.models import (
     API_GROUP,
     API_VERSION,

@@ -1,4 +1,5 @@
-"""``paused_gc``: no cyclic garbage collection while building large object trees."""
+"""``paused_gc``: no cyclic garbage collection while building large object trees
+(manifests, graphs)."""
 
 from __future__ import annotations
 
