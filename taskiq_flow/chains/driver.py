@@ -358,10 +358,10 @@ async def on_step_finished(
     if spec is None:
         logger.error("sequential run %s is unknown or expired; dropping its step", run.run_id)
         return
-    if (run.item >= 0 or result.is_err) and await run.store.is_finished(run.run_id):
+    if result.is_err and await run.store.is_finished(run.run_id):
         return  # a late result of a run that already ended (failed, timed out, cancelled)
-    # A step that succeeded is checked when the next one starts (``store.advance``): the
-    # same round trip that records its output.
+    # A step (or item) that succeeded is checked in the round trip that records it
+    # (``store.advance``, ``store.item_done``).
     if run.item >= 0:
         await _item_finished(run, spec, message, result)
     elif result.is_err:
@@ -429,6 +429,8 @@ async def _item_finished(
         items = await _fanout_input(run)
         total = len(items)
     new, done = await _record_item(run, step.max_parallel is None, total, payload)
+    if done < 0:
+        return  # a late item of a run that already ended (failed, timed out, cancelled)
     if items is not None and step.max_parallel is not None:
         # Item i's completion sends item i + window: every held-back item gets exactly one
         # sender, and at most `window` items are in flight. A redelivered item (not new)

@@ -74,7 +74,9 @@ class SequenceStore(ABC):
     async def item_done(
         self, run: str, step: int, attempt: int, index: int, payload: Any
     ) -> tuple[bool, int]:
-        """Record an item's result unless already recorded; ``(was new, results so far)``."""
+        """Record an item's result unless already recorded; ``(was new, results so far)``.
+
+        Nothing is recorded once the run has finished: ``(False, -1)``."""
 
     @abstractmethod
     async def items(self, run: str, step: int, attempt: int) -> dict[int, Any]:
@@ -159,6 +161,8 @@ class MemorySequenceStore(SequenceStore):
     async def item_done(
         self, run: str, step: int, attempt: int, index: int, payload: Any
     ) -> tuple[bool, int]:
+        if run in self._finished:
+            return False, -1
         results = self._items.setdefault((run, step, attempt), {})
         new = index not in results
         if new:
@@ -263,9 +267,14 @@ return 1
 """
 
 
-# KEYS: the step's item results hash, the stream to acknowledge in. ARGV: item index, its
-# result, ttl, the step's item count, then (optionally) consumer group and entry id.
+# KEYS: the step's item results hash, the stream to acknowledge in, the run's finished
+# flag. ARGV: item index, its result, ttl, the step's item count, then (optionally)
+# consumer group and entry id. A finished run records nothing: {0, -1}.
 _ITEM_DONE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  if #ARGV > 4 then redis.call('XACK', KEYS[2], ARGV[5], ARGV[6]) end
+  return {0, -1}
+end
 local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 local count = redis.call('HLEN', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
@@ -410,7 +419,11 @@ class RedisSequenceStore(SequenceStore):
         """``SequenceStore.item_done``; and, in the same script, acknowledge ``ack`` (the
         item's message) when the count stays below ``total``: that item's work is done.
         The item that completes the count is acknowledged with what it sends next."""
-        keys = [f"{PREFIX}{run}:items:{step}:{attempt}", ack.stream if ack else PREFIX]
+        keys = [
+            f"{PREFIX}{run}:items:{step}:{attempt}",
+            ack.stream if ack else PREFIX,
+            f"{PREFIX}{run}:finished",
+        ]
         args: list[Any] = [str(index), self._dump(payload), self.ttl, total]
         if ack is not None:
             args += [ack.group, ack.message_id]

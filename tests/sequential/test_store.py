@@ -93,6 +93,14 @@ async def test_a_step_is_acknowledged_in_the_script_that_sends_the_next(redis_ur
         await broker.shutdown()
 
 
+async def test_an_item_of_a_finished_run_records_nothing(store: SequenceStore) -> None:
+    await store.save_spec("run-late", "{}")
+    assert await store.finish_once("run-late")
+
+    assert await store.item_done("run-late", 0, 1, 0, {"ok": True, "v": 1}) == (False, -1)
+    assert await store.items("run-late", 0, 1) == {}
+
+
 async def test_an_item_counts_once_however_often_it_is_delivered(store: SequenceStore) -> None:
     assert await store.item_done("run-b", 0, 1, 3, {"ok": True, "v": 9}) == (True, 1)
     assert await store.item_done("run-b", 0, 1, 3, {"ok": True, "v": 99}) == (False, 1)
