@@ -12,6 +12,9 @@ from taskiq_flow.errors import TaskDefinitionError
 
 __all__ = ["DAGBuilder", "default_node_name", "node_for_task", "task_name_of"]
 
+# Immutable, so every node without a policy of its own can share it.
+_NO_RETRY = RetryPolicy()
+
 
 def task_name_of(task: Any) -> str:
     """The taskiq name of a decorated task (or a plain string)."""
@@ -77,7 +80,7 @@ def node_for_task(
         optional_inputs=optional,
         depends_on=tuple(depends_on),
         task=None if isinstance(task, str) else task,
-        retry=retry or (spec.retry if spec else RetryPolicy()),
+        retry=retry or (spec.retry if spec else _NO_RETRY),
         timeout=timeout if timeout is not None else (spec.timeout if spec else None),
         resources=dict(resources or (spec.resources if spec else {})),
         multi_output=spec.multi_output if spec and output is None else len(outputs) > 1,

@@ -130,7 +130,6 @@ class DAG:
                     deps.append(data.producer)
             deps.extend(node.depends_on)
             node.dependencies = set(deps)
-            node.dependents = set()
             specs.append(NodeSpec(node.name, tuple(dict.fromkeys(deps)), node.retry, node.timeout))
         # Builds the plan: raises DuplicateNodeError, UnknownDependencyError, CycleError.
         self.plan = Plan(specs)
