@@ -137,33 +137,9 @@ def _task_id(run_id: str, step: int, attempt: int, item: int, item_attempt: int)
     return task_id
 
 
-async def _kick(
-    broker: AsyncBroker,
-    spec: SequenceSpec,
-    run_id: str,
-    step_index: int,
-    attempt: int,
-    value: Any,
-    *,
-    started_at: float,
-    first_started: float,
-    item: int = -1,
-    item_attempt: int = 1,
-    not_before: float | None = None,
-) -> None:
-    kicker, args, kwargs = _kicker(
-        broker,
-        spec,
-        run_id,
-        step_index,
-        attempt,
-        value,
-        started_at=started_at,
-        first_started=first_started,
-        item=item,
-        item_attempt=item_attempt,
-        not_before=not_before,
-    )
+async def _kick(prepared: tuple[AsyncKicker[Any, Any], tuple[Any, ...], dict[str, Any]]) -> None:
+    """Send what ``_kicker`` prepared."""
+    kicker, args, kwargs = prepared
     await kicker.kiq(*args, **kwargs)
 
 
@@ -333,15 +309,17 @@ async def _start_step(
         await asyncio.gather(
             *(
                 _kick(
-                    broker,
-                    spec,
-                    run_id,
-                    index,
-                    attempt,
-                    items[item],
-                    item=item,
-                    started_at=started_at,
-                    first_started=first_started,
+                    _kicker(
+                        broker,
+                        spec,
+                        run_id,
+                        index,
+                        attempt,
+                        items[item],
+                        item=item,
+                        started_at=started_at,
+                        first_started=first_started,
+                    )
                 )
                 for item in range(first, min(first + _KICK_BATCH, window))
             )
@@ -396,17 +374,19 @@ async def _item_finished(
         if retry_at is not None:
             given = message.kwargs.get(step.param) if step.param else message.args[0]
             await _kick(
-                run.broker,
-                spec,
-                run.run_id,
-                run.step,
-                run.attempt,
-                given,
-                started_at=run.started_at,
-                first_started=run.first_started,
-                item=run.item,
-                item_attempt=run.item_attempt + 1,
-                not_before=retry_at,
+                _kicker(
+                    run.broker,
+                    spec,
+                    run.run_id,
+                    run.step,
+                    run.attempt,
+                    given,
+                    started_at=run.started_at,
+                    first_started=run.first_started,
+                    item=run.item,
+                    item_attempt=run.item_attempt + 1,
+                    not_before=retry_at,
+                )
             )
             return
         if spec.on_error != "continue":
@@ -440,15 +420,17 @@ async def _item_finished(
             new or not await run.store.has_item(run.run_id, run.step, run.attempt, following)
         ):
             await _kick(
-                run.broker,
-                spec,
-                run.run_id,
-                run.step,
-                run.attempt,
-                items[following],
-                started_at=run.started_at,
-                first_started=run.first_started,
-                item=following,
+                _kicker(
+                    run.broker,
+                    spec,
+                    run.run_id,
+                    run.step,
+                    run.attempt,
+                    items[following],
+                    started_at=run.started_at,
+                    first_started=run.first_started,
+                    item=following,
+                )
             )
     if done < total:
         return
@@ -573,15 +555,17 @@ async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, er
     for action in actions:
         if isinstance(action, Retry):
             await _kick(
-                run.broker,
-                spec,
-                run.run_id,
-                run.step,
-                action.attempt,
-                given,
-                started_at=run.started_at,
-                first_started=run.first_started,
-                not_before=action.at,
+                _kicker(
+                    run.broker,
+                    spec,
+                    run.run_id,
+                    run.step,
+                    action.attempt,
+                    given,
+                    started_at=run.started_at,
+                    first_started=run.first_started,
+                    not_before=action.at,
+                )
             )
             await run.store.update(run.run_id, {"retrying": step.name, "error": error})
             return

@@ -321,6 +321,15 @@ class RedisSequenceStore(SequenceStore):
     def _load(self, raw: bytes) -> Any:
         return self.serializer.loadb(raw)
 
+    def _pairs(self, fields: Mapping[str, Any], outputs: Mapping[int, Any]) -> list[Any]:
+        """A script's arguments: state fields and values, then output index/value pairs."""
+        pairs: list[Any] = []
+        for key, value in fields.items():
+            pairs.extend((key, self._dump(value)))
+        for index, value in outputs.items():
+            pairs.extend((str(index), self._dump(value)))
+        return pairs
+
     async def save_spec(self, run: str, spec: str) -> None:
         async with self._redis() as redis:
             pipe = redis.pipeline(transaction=False)
@@ -372,10 +381,7 @@ class RedisSequenceStore(SequenceStore):
             else ["0", "", "", "0"]
         )
         args += ["1", ack.group, ack.message_id] if ack else ["0", "", ""]
-        for key, value in fields.items():
-            args.extend((key, self._dump(value)))
-        for index, value in outputs.items():
-            args.extend((str(index), self._dump(value)))
+        args += self._pairs(fields, outputs)
         keys = [
             f"{PREFIX}{run}:finished",
             f"{PREFIX}{run}:state",
@@ -456,11 +462,7 @@ class RedisSequenceStore(SequenceStore):
         outputs: Mapping[int, Any] | None = None,
     ) -> bool:
         fields, outputs = fields or {}, outputs or {}
-        args: list[Any] = [self.ttl, len(fields), len(outputs)]
-        for key, value in fields.items():
-            args.extend((key, self._dump(value)))
-        for index, value in outputs.items():
-            args.extend((str(index), self._dump(value)))
+        args = [self.ttl, len(fields), len(outputs), *self._pairs(fields, outputs)]
         keys = [f"{PREFIX}{run}:finished", f"{PREFIX}{run}:state", f"{PREFIX}{run}:outputs"]
         async with self._redis() as redis:
             return bool(await redis.eval(_FINISH_ONCE, len(keys), *keys, *args))
