@@ -4,7 +4,7 @@ A Pipeline's workers serve every run of it: Deployment ``<pipeline>-worker`` on 
 ``taskiq-flow:<ns>:<pipeline>``, owned by the Pipeline. A PipelineRun with an inline
 ``spec.pipelineSpec`` gets workers of its own: Deployment ``<run>-run-worker`` on queue
 ``taskiq-flow:<ns>:run:<run>``, owned by the run (a name cannot hold ``:``, so the queue
-of a run never is a Pipeline's). Both are built by ``build_worker_deployment``.
+of a run never is a Pipeline's). Both are built by ``build_deployment_for``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = [
     "RedisSource",
     "WorkerOwner",
     "build_deployment_for",
-    "build_run_worker_deployment",
     "build_worker_deployment",
     "deployment_name",
     "desired_replicas",
@@ -182,29 +181,6 @@ def build_worker_deployment(
     """
     return build_deployment_for(
         WorkerOwner("Pipeline", namespace, pipeline, uid),
-        spec,
-        redis,
-        replicas=replicas,
-        idle_timeout_ms=idle_timeout_ms,
-        extra_env=extra_env,
-    )
-
-
-def build_run_worker_deployment(
-    *,
-    run: str,
-    namespace: str,
-    uid: str,
-    spec: PipelineSpec,
-    redis: RedisSource,
-    replicas: int | None = None,
-    idle_timeout_ms: int = 60_000,
-    extra_env: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The worker Deployment of a PipelineRun with an inline ``pipelineSpec`` (``spec``),
-    owned by the run: the same pods as a Pipeline's, on the run's own queue."""
-    return build_deployment_for(
-        WorkerOwner("PipelineRun", namespace, run, uid),
         spec,
         redis,
         replicas=replicas,

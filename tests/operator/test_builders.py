@@ -10,7 +10,7 @@ from taskiq_flow.manifests.models import PipelineSpec
 from taskiq_flow_operator.deployments import (
     RedisSource,
     WorkerOwner,
-    build_run_worker_deployment,
+    build_deployment_for,
     build_worker_deployment,
     desired_replicas,
     ownership,
@@ -83,12 +83,10 @@ def test_worker_deployment_runs_the_worker_command_non_root() -> None:
 
 
 def run_deployment(run: str = "words-x7k2p") -> dict[str, Any]:
-    return build_run_worker_deployment(
-        run=run,
-        namespace="ns",
-        uid="run-uid",
-        spec=PipelineSpec.model_validate(dataflow_spec()),
-        redis=RedisSource(url="redis://r:6379/0"),
+    return build_deployment_for(
+        WorkerOwner("PipelineRun", "ns", run, "run-uid"),
+        PipelineSpec.model_validate(dataflow_spec()),
+        RedisSource(url="redis://r:6379/0"),
         replicas=0,
     )
 
