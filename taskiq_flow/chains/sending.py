@@ -13,6 +13,7 @@ middlewares' ``pre_send`` and ``post_send``, encoded by the broker's formatter.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from taskiq import AsyncBroker, TaskiqMiddleware
@@ -35,15 +36,17 @@ def delivery_of(broker: AsyncBroker, task_id: str) -> Delivery | None:
     return find(task_id) if callable(find) else None
 
 
-def _sends_by_xadd(broker: AsyncBroker) -> bool:
-    """Whether ``broker.kick`` is a plain XADD to its stream (taskiq-redis's own, or ours)."""
+@functools.cache
+def _sends_by_xadd(broker_type: type[AsyncBroker]) -> bool:
+    """Whether this broker class's ``kick`` is a plain XADD to its stream (taskiq-redis's
+    own, or ours). Asked for every step, answered once per class."""
     try:
         from taskiq_redis import RedisStreamBroker
 
         from taskiq_flow.brokers import FlowRedisStreamBroker
     except ImportError:  # no redis extra: no stream broker either
         return False
-    return isinstance(broker, RedisStreamBroker) and type(broker).kick in (
+    return issubclass(broker_type, RedisStreamBroker) and broker_type.kick in (
         RedisStreamBroker.kick,
         FlowRedisStreamBroker.kick,
     )
@@ -66,7 +69,7 @@ async def advance_and_send(
     when this broker and store cannot do it in one script: nothing was done, the caller
     advances and kicks the usual way.
     """
-    if not isinstance(store, RedisSequenceStore) or not _sends_by_xadd(broker):
+    if not isinstance(store, RedisSequenceStore) or not _sends_by_xadd(type(broker)):
         return None
     message = kicker._prepare_message(*args, **kwargs)  # what kiq() would send
     for middleware in broker.middlewares:

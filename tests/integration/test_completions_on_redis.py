@@ -62,6 +62,9 @@ async def test_a_chain_hears_every_step_from_the_event_stream(
         # workers use XREADGROUP) and the result backend was never asked.
         assert stats["cmdstat_xread"]["calls"] >= CHAIN_LENGTH
         assert backend_calls == []
+        # ... nor written to: the driver had every result from the stream.
+        step_ids = [f"{pipeline.pipeline_id}.step{i}.1" for i in range(1, CHAIN_LENGTH + 1)]
+        assert await admin.exists(*step_ids) == 0
         # The run's stream is gone once the run is over.
         assert await admin.exists(EVENTS_PREFIX + pipeline.pipeline_id) == 0
     finally:

@@ -73,6 +73,21 @@ async def test_a_task_the_workers_do_not_know_fails_the_run(
     assert "this worker defines no task of that name" in str(raised.value)
 
 
+async def test_only_the_final_result_goes_to_the_result_backend(
+    client: FlowRedisStreamBroker,
+) -> None:
+    task = await Pipeline(client).call_next(st.add_one).call_next(st.double).kiq(1)
+    result = await task.wait_result(timeout=WAIT)
+
+    assert result.return_value == 4
+    assert task.partial_results == {"add_one": 2, "double": 4}  # from the run's record
+    backend = client.result_backend
+    assert (await backend.get_result(task.task_id)).return_value == 4
+    # The steps' own results stay out of the backend: the worker writes one thing per step.
+    assert not await backend.is_result_ready(f"{task.task_id}.0.1")
+    assert not await backend.is_result_ready(f"{task.task_id}.1.1")
+
+
 async def test_the_run_goes_on_after_the_client_that_started_it_exits(
     client: FlowRedisStreamBroker, redis_env: str
 ) -> None:
