@@ -11,6 +11,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
 
 from taskiq_flow.context import PipelineContext
@@ -63,19 +64,27 @@ def infer_inputs(func: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, A
     ``self``, ``cls``, ``*args``/``**kwargs`` and a parameter annotated with
     ``PipelineContext`` are not inputs.
     """
+    required, optional = inferred_inputs(func)
+    return required, dict(optional)
+
+
+def inferred_inputs(func: Callable[..., Any]) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """``infer_inputs`` without the copy: the optional inputs are a read-only mapping that
+    every node of the same function shares."""
     target = _unwrap(func)
     try:
-        required_names, optional_values = _inferred[target]
+        return _inferred[target]
     except (KeyError, TypeError):  # not seen yet, or not weakly referenceable
-        required_names, optional_values = _infer(target)
+        required, optional = _infer(target)
+        found = (required, MappingProxyType(optional))
         with contextlib.suppress(TypeError):
-            _inferred[target] = (required_names, optional_values)
-    return required_names, dict(optional_values)
+            _inferred[target] = found
+        return found
 
 
 # A graph of 10,000 steps of one task asks 10,000 times: resolving the type hints is most of
 # a graph's build time, and a function's signature does not change.
-_inferred: weakref.WeakKeyDictionary[Callable[..., Any], tuple[tuple[str, ...], dict[str, Any]]]
+_inferred: weakref.WeakKeyDictionary[Callable[..., Any], tuple[tuple[str, ...], Mapping[str, Any]]]
 _inferred = weakref.WeakKeyDictionary()
 
 

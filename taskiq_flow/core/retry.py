@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy"]
+__all__ = ["NO_RETRY", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +57,8 @@ class RetryPolicy:
         if self.max_retry_time is not None and at - first_started > self.max_retry_time:
             return None
         return at
+
+
+# The policy of every step that sets none: immutable, so one object serves them all (a
+# 10,000-step graph would otherwise hold 10,000 equal copies).
+NO_RETRY = RetryPolicy()

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from taskiq_flow.core.retry import RetryPolicy
-from taskiq_flow.dataflow.dag import DAG, DAGNode
-from taskiq_flow.decorators import get_task_spec, infer_inputs
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
+from taskiq_flow.dataflow.dag import DAG, NOTHING, DAGNode
+from taskiq_flow.decorators import get_task_spec, inferred_inputs
 from taskiq_flow.errors import TaskDefinitionError
 
 __all__ = ["DAGBuilder", "default_node_name", "node_for_task", "task_name_of"]
-
-# Immutable, so every node without a policy of its own can share it.
-_NO_RETRY = RetryPolicy()
 
 
 def task_name_of(task: Any) -> str:
@@ -58,20 +55,20 @@ def node_for_task(
         outputs = spec.outputs
     else:
         outputs = (output,) if isinstance(output, str) else tuple(output)
-    optional: dict[str, Any] = {}
+    optional: Mapping[str, Any] = NOTHING
     if inputs is None and spec is not None and spec.inputs is not None:
         inputs = spec.inputs
     if isinstance(task, str):
         required: tuple[str, ...] = tuple(inputs or ())
     else:
-        inferred, optional = infer_inputs(task)
+        inferred, optional = inferred_inputs(task)
         required = tuple(inputs) if inputs is not None else inferred
-    static = dict(args or {})
-    required = tuple(i for i in required if i not in static)
-    for key in static:
-        optional.pop(key, None)
-    for key in required:
-        optional.pop(key, None)
+    static = dict(args) if args else NOTHING
+    if static:
+        required = tuple(i for i in required if i not in static)
+    if any(key in static or key in required for key in optional):
+        optional = {k: v for k, v in optional.items() if k not in static and k not in required}
+    resources = resources or (spec.resources if spec else None)
     return DAGNode(
         name=name or default_node_name(task_name),
         task_name=task_name,
@@ -80,9 +77,9 @@ def node_for_task(
         optional_inputs=optional,
         depends_on=tuple(depends_on),
         task=None if isinstance(task, str) else task,
-        retry=retry or (spec.retry if spec else _NO_RETRY),
+        retry=retry or (spec.retry if spec else NO_RETRY),
         timeout=timeout if timeout is not None else (spec.timeout if spec else None),
-        resources=dict(resources or (spec.resources if spec else {})),
+        resources=dict(resources) if resources else NOTHING,
         multi_output=spec.multi_output if spec and output is None else len(outputs) > 1,
         args=static,
     )

@@ -21,8 +21,8 @@ from typing import Any
 
 from taskiq.abc.broker import AsyncBroker
 
-from taskiq_flow.core.retry import RetryPolicy
-from taskiq_flow.dataflow.dag import DAG, DAGNode
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
+from taskiq_flow.dataflow.dag import DAG, NOTHING, DAGNode
 from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.decorators import context_parameter
 from taskiq_flow.errors import (
@@ -71,7 +71,7 @@ def retry_policy(spec: RetrySpec | None) -> RetryPolicy:
     the library's default cap on total retry time.
     """
     if spec is None:
-        return RetryPolicy()
+        return NO_RETRY
     return RetryPolicy(
         retries=spec.limit,
         delay=spec.delay_seconds,
@@ -349,13 +349,13 @@ class _Compiler:
             task_name=step.task,
             outputs=(step.output_name,),
             inputs=tuple(dict.fromkeys(inputs)),
-            optional_inputs=dict(optional or {}),
+            optional_inputs=dict(optional) if optional else NOTHING,
             depends_on=tuple(dict.fromkeys([*depends_on, *(step.depends_on or ())])),
             task=self.tasks.get(step.name),
             retry=retry_policy(step.retries),
             timeout=step.timeout_seconds,
-            args=dict(step.args or {}),
-            bindings=dict(bindings or {}),
+            args=dict(step.args) if step.args else NOTHING,
+            bindings=dict(bindings) if bindings else NOTHING,
             kind="map" if each is not None else "task",
             map_over=over,
             map_param=item,

@@ -67,7 +67,7 @@ def test_diamond_levels_and_order() -> None:
     assert plan.levels == [["a"], ["b", "c"], ["d"]]
     assert plan.level == {"a": 0, "b": 1, "c": 1, "d": 2}
     assert plan.deps("d") == ("b", "c")
-    assert plan.dependents["a"] == ["b", "c"]
+    assert plan.dependents["a"] == ("b", "c")
     assert plan.descendants("a") == ["b", "c", "d"]
     assert plan.descendants("d") == []
     assert len(plan) == 4
@@ -98,7 +98,7 @@ def test_an_empty_plan() -> None:
 
 def test_a_dependency_listed_twice_counts_once() -> None:
     plan = Plan([NodeSpec("a"), NodeSpec("b", ("a", "a"))])
-    assert plan.dependents["a"] == ["b"]
+    assert plan.dependents["a"] == ("b",)
     machine = RunMachine(plan)
     machine.start(0.0)
     assert machine.succeeded("a", 1, 1.0) == [Dispatch("b", 1)]
@@ -226,3 +226,39 @@ def test_next_retry_at_respects_max_retry_time() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=25).flatmap(
+        lambda size: st.tuples(
+            st.just(size),
+            st.lists(st.lists(st.integers(0, size - 1), max_size=4), min_size=size, max_size=size),
+        )
+    )
+)
+def test_a_plan_from_positions_is_the_plan_from_names(graph: tuple[int, list[list[int]]]) -> None:
+    """``Plan.numbered`` (what the dataflow DAG uses) gives exactly the plan ``Plan(specs)``
+    builds from names: same order, indices, levels and dependents."""
+    size, raw = graph
+    # Only edges to earlier steps (acyclic), in the given order, without repeats.
+    upstream = [list(dict.fromkeys(d for d in deps if d < i)) for i, deps in enumerate(raw)]
+    specs = [NodeSpec(f"s{i}", tuple(f"s{d}" for d in deps)) for i, deps in enumerate(upstream)]
+    by_name = Plan(specs)
+    by_number = Plan.numbered({spec.name: spec for spec in specs}, upstream)
+    assert by_number.order == by_name.order
+    assert by_number.positions == tuple(int(name[1:]) for name in by_name.order)
+    assert by_number.index == by_name.index
+    assert by_number.level == by_name.level
+    assert by_number.levels == by_name.levels
+    assert by_number.dependents == by_name.dependents
+    assert [by_number.index[name] for name in by_number.order] == list(range(size))
+
+
+def test_a_plan_from_positions_still_names_a_cycle() -> None:
+    specs = {
+        name: NodeSpec(name, deps) for name, deps in [("a", ("c",)), ("b", ("a",)), ("c", ("b",))]
+    }
+    with pytest.raises(CycleError) as caught:
+        Plan.numbered(specs, [[2], [0], [1]])
+    assert sorted(caught.value.cycle) == ["a", "b", "c"]

@@ -19,6 +19,7 @@ from taskiq_flow import (
     MissingInputsError,
     pipeline_task,
 )
+from taskiq_flow.errors import DuplicateNodeError, UnknownDependencyError
 
 
 def counting_tasks(broker: InMemoryBroker, runs: list[str]) -> dict[str, Any]:
@@ -199,3 +200,41 @@ async def test_engine_checks_inputs_before_sending(broker: InMemoryBroker) -> No
 
     assert caught.value.missing == {"source_url": ["load_data"]}
     assert runs == []
+
+
+def test_two_steps_with_one_name(broker: InMemoryBroker) -> None:
+    tasks = counting_tasks(broker, [])
+    pipeline = DataflowPipeline(broker)
+    pipeline.add_dataflow_task(tasks["independent"])
+    pipeline.add_dataflow_task(tasks["load_data"], name="independent")
+
+    with pytest.raises(DuplicateNodeError, match="two steps are named 'independent'"):
+        pipeline.build_dag()
+
+
+def test_depends_on_a_step_that_does_not_exist(broker: InMemoryBroker) -> None:
+    tasks = counting_tasks(broker, [])
+    pipeline = DataflowPipeline(broker)
+    pipeline.add_dataflow_task(tasks["independent"], depends_on=["warm_cache"])
+
+    with pytest.raises(UnknownDependencyError) as caught:
+        pipeline.build_dag()
+
+    assert "step 'independent' depends on 'warm_cache', which is not a step" in str(caught.value)
+
+
+def test_depends_on_orders_steps_and_on_itself_is_a_cycle(broker: InMemoryBroker) -> None:
+    tasks = counting_tasks(broker, [])
+    pipeline = DataflowPipeline(broker)
+    pipeline.add_dataflow_task(tasks["load_data"], depends_on=["independent"])
+    pipeline.add_dataflow_task(tasks["independent"])
+    dag = pipeline.build_dag()
+    assert [node.name for node in dag.topological_sort()] == ["independent", "load_data"]
+    assert dag.nodes["load_data"].dependencies == {"independent"}
+    assert dag.nodes["independent"].dependents == {"load_data"}
+
+    looped = DataflowPipeline(broker)
+    looped.add_dataflow_task(tasks["independent"], depends_on=["independent"])
+    with pytest.raises(CycleError) as caught:
+        looped.build_dag()
+    assert caught.value.cycle == ["independent"]
