@@ -132,8 +132,7 @@ class DAG:
         # Producers by number (position in node_list): the plan works on numbers, and
         # resolving each input once here saves resolving names again there.
         self._producers: dict[str, int] = {}
-        numbers = list(range(len(node_list)))  # shared int objects: see Plan._arrange
-        for number, node in zip(numbers, node_list, strict=True):
+        for number, node in enumerate(node_list):
             if node.name in self.nodes:
                 raise DuplicateNodeError(node.name)
             self.nodes[node.name] = node
@@ -145,9 +144,7 @@ class DAG:
         self._needed: dict[str, list[str]] = {}
         self._numbers: dict[str, int] | None = None  # steps by name, for depends_on
         names = list(self.nodes)
-        upstream = [
-            self._link(number, node, names) for number, node in zip(numbers, node_list, strict=True)
-        ]
+        upstream = [self._link(number, node, names) for number, node in enumerate(node_list)]
         # The nodes are the plan's steps. Raises CycleError naming the steps on a cycle.
         self.plan = Plan.numbered(self.nodes, upstream)
         for node, dependents in zip(node_list, self.plan.dependents.values(), strict=True):
