@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
 
 from taskiq_flow.context import PipelineContext
-from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.errors import TaskDefinitionError
 
 __all__ = [
@@ -38,7 +38,7 @@ class TaskSpec:
 
     outputs: tuple[str, ...]
     inputs: tuple[str, ...] | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = NO_RETRY
     resources: Mapping[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     multi_output: bool = False

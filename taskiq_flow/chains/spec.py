@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from taskiq_flow.core.plan import NodeSpec, Plan
-from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.errors import ErrorHandlingMode
 
 __all__ = ["ErrorPolicy", "SequenceSpec", "StepKind", "StepSpec"]
@@ -73,7 +73,7 @@ class SequenceSpec:
             return self.retry
         if self.on_error == "retry":
             return RetryPolicy(retries=2, delay=1.0, backoff=2.0, jitter=False)
-        return RetryPolicy()
+        return NO_RETRY
 
     def plan(self) -> Plan:
         """The chain as a plan for the scheduling core: step *i* waits for step *i - 1*."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.errors import CycleError, DuplicateNodeError, UnknownDependencyError
 
 __all__ = ["NodeSpec", "Plan", "Step"]
@@ -18,7 +18,7 @@ class NodeSpec:
 
     name: str
     deps: tuple[str, ...] = ()
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
 
 
@@ -152,7 +152,7 @@ class Plan:
         cls, deps: Mapping[str, Iterable[str]], retry: RetryPolicy | None = None
     ) -> Plan:
         """A plan from ``{step: [dependencies]}`` with one retry policy for all."""
-        policy = retry or RetryPolicy()
+        policy = retry or NO_RETRY
         return cls(NodeSpec(name, tuple(d), policy) for name, d in deps.items())
 
 

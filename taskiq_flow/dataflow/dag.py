@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from taskiq_flow.core.plan import Plan
-from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.dataflow.node import DataNode
 from taskiq_flow.errors import (
@@ -47,27 +47,21 @@ class DAGNode:
     ``reduce`` node folds the list ``inputs[0]`` with its task.
     """
 
-    # Field order is memory order: what building the graph reads and writes comes first,
-    # so a 10,000-node build touches the first two of each node's four cache lines.
     name: str
     task_name: str
     outputs: tuple[str, ...]
     inputs: tuple[str, ...] = ()
-    map_over: str | None = None
     optional_inputs: Mapping[str, Any] = field(default_factory=_nothing)
     depends_on: tuple[str, ...] = ()
-    # Set by the DAG: tuples, not sets (a set costs 216 bytes even when it holds one name).
-    deps: tuple[str, ...] = field(default=(), repr=False)
-    downstream: tuple[str, ...] = field(default=(), repr=False)
-    level: int = 0
     task: Any = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
     resources: Mapping[str, Any] = field(default_factory=_nothing)
     multi_output: bool = False
     args: Mapping[str, Any] = field(default_factory=_nothing)
     bindings: Mapping[str, str] = field(default_factory=_nothing)
     kind: NodeKind = "task"
+    map_over: str | None = None
     map_items: Sequence[Any] | None = None
     map_param: str | None = None
     max_parallel: int | None = None
@@ -75,6 +69,10 @@ class DAGNode:
     has_initial: bool = False
     chunk_size: int | None = None
     filter_items: bool = False
+    level: int = 0
+    # Set by the DAG: tuples, not sets (a set costs 216 bytes even when it holds one name).
+    deps: tuple[str, ...] = field(default=(), repr=False)
+    downstream: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def dependencies(self) -> frozenset[str]:
