@@ -1,8 +1,9 @@
 """``ExecutionEngine``: runs a ``DAG`` on any taskiq broker by driving the scheduling core.
 
 The engine owns no scheduling logic. It asks ``RunMachine`` what to do, kicks tasks
-through a ``Dispatcher``, and feeds completions and the passing of time back in. A map
-node is a nested machine over its items, driven by the same loop and the same channel.
+through a ``Dispatcher``, and feeds completions and the passing of time back in. The
+items of a map step are the core's too: the engine only finds the list they come from
+and assembles the output the core names.
 """
 
 from __future__ import annotations
@@ -18,30 +19,32 @@ from typing import Any
 from taskiq import AsyncBroker, TaskiqResult
 
 from taskiq_flow.core import (
+    MISSING_INPUT,
     Action,
     Cancel,
     Dispatch,
+    DispatchItem,
+    Expand,
     Fail,
-    Finish,
+    Fanout,
+    Gather,
     NodeSpec,
     Phase,
     Plan,
-    Retry,
     RunMachine,
     RunOutcome,
     Skip,
+    task_id,
 )
 from taskiq_flow.dataflow.cache import DataCache
-from taskiq_flow.dataflow.dag import DAG, DAGNode
+from taskiq_flow.dataflow.dag import DAG, POSITIONAL_ITEM, DAGNode
 from taskiq_flow.dispatch import Dispatcher
 from taskiq_flow.errors import (
     ErrorHandlingMode,
     PipelineError,
     PipelineTimeoutError,
     StepTimeoutError,
-    UnknownTaskError,
     format_error,
-    names_unknown_task,
 )
 from taskiq_flow.optimization.parallel import ResourceAwareExecutor, global_limit
 from taskiq_flow.tracking.observer import RunObserver
@@ -202,6 +205,9 @@ class ExecutionEngine:
                 spec.deps,
                 spec.retry,
                 spec.timeout if spec.timeout is not None else self.task_timeout,
+                spec.fan_out,
+                spec.max_parallel,
+                spec.filter_items,
             )
             for spec in (self.dag.plan.nodes[name] for name in self.dag.plan.order)
         )
@@ -244,26 +250,32 @@ class ExecutionEngine:
 
 
 @dataclass(slots=True)
-class _MapState:
-    """A map step in flight: a nested machine over its items."""
+class _Items:
+    """A fan-out step in flight: the items it maps over and the results that came back."""
 
     node: DAGNode
-    attempt: int
     items: list[Any]
-    machine: RunMachine
     results: dict[int, Any] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What a task id in flight is: a step's attempt, or one attempt of one of its items."""
+
+    step: str
+    attempt: int
+    item: int | None = None
+    item_attempt: int = 1
 
 
 @dataclass(slots=True)
 class _Kick:
-    """One task to send, and whose machine hears if sending fails."""
+    """One task to send."""
 
-    map_state: _MapState | None
-    machine_node: str
-    attempt: int
+    sent: _Sent
     task_id: str
     node: DAGNode
+    args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
 
@@ -282,13 +294,11 @@ class _Run:
             max_in_flight=engine.max_parallel,
             timeout=engine.timeout,
             admit=self._admit_step,
+            admit_item=self._global_room,
         )
-        # task id -> (step, attempt, item index or -1, item attempt)
-        self.pending: dict[str, tuple[str, int, int, int]] = {}
-        self.maps: dict[str, _MapState] = {}
+        self.pending: dict[str, _Sent] = {}
+        self.maps: dict[str, _Items] = {}
         self.exceptions: dict[str, BaseException] = {}
-        self.item_counts: dict[str, dict[str, int]] = {}
-        self.item_errors: dict[str, dict[int, str]] = {}
         self.wall_offset = time.time() - time.monotonic()
         self.dispatcher: Dispatcher | None = None
 
@@ -300,17 +310,15 @@ class _Run:
     def _global_room(self) -> bool:
         """Whether one more task fits under ``set_max_parallel_tasks``.
 
-        The machines decide several dispatches before any is sent, so this run's tasks
-        are counted from its machines (sent or not), other runs' from the global count.
+        The machine decides several dispatches before any is sent, so this run's tasks
+        are counted from the machine (sent or not), other runs' from the global count.
         """
         limit = global_limit.limit
         if limit is None:
             return True
         sent = len(self.dispatcher.outstanding) if self.dispatcher is not None else 0
         others = max(0, global_limit.in_flight - sent)
-        own = sum(1 for n in self.machine.running if self.dag.nodes[n].kind != "map")
-        own += sum(len(state.machine.running) for state in self.maps.values())
-        return others + own < limit
+        return others + self.machine.in_flight() < limit
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -347,23 +355,15 @@ class _Run:
             self.engine.broker, self.run_id, mode=self.engine.execution_mode
         ) as dispatcher:
             self.dispatcher = dispatcher
-            await self._apply(None, self.machine.start(clock()))
+            await self._drain(self.machine.start(clock()))
             while not self.machine.finished:
-                deadline = self._next_deadline()
+                deadline = self.machine.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - clock())
                 for completion in await dispatcher.wait(timeout):
                     await self._on_result(completion.task_id, completion.result)
-                now = clock()
                 if self.machine.finished:
                     break
-                await self._apply(None, self.machine.tick(now))
-                for state in list(self.maps.values()):
-                    await self._apply(state, state.machine.tick(now))
-
-    def _next_deadline(self) -> float | None:
-        deadlines = [self.machine.next_deadline()]
-        deadlines.extend(state.machine.next_deadline() for state in self.maps.values())
-        return min((d for d in deadlines if d is not None), default=None)
+                await self._drain(self.machine.tick(clock()))
 
     def _outcome(self) -> dict[str, Any]:
         outputs = {k: v for k, v in self.cache.to_dict().items() if k not in self.external}
@@ -398,20 +398,12 @@ class _Run:
 
     # -- actions -----------------------------------------------------------------------
 
-    async def _apply(self, origin: _MapState | None, actions: Sequence[Action]) -> None:
-        if actions:
-            await self._drain([(origin, a) for a in actions])
-
-    async def _drain(self, pairs: Sequence[tuple[_MapState | None, Action]]) -> None:
-        queue = deque(pairs)
+    async def _drain(self, actions: Sequence[Action]) -> None:
+        queue = deque(actions)
         while queue:
             kicks: list[_Kick] = []
             while queue:
-                state, action = queue.popleft()
-                if state is None:
-                    queue.extend(self._handle_step(action, kicks))
-                else:
-                    queue.extend(self._handle_item(state, action, kicks))
+                queue.extend(self._carry_out(queue.popleft(), kicks))
             if len(kicks) == 1:
                 # The common case of a chain: no task to gather, no extra trip through the
                 # event loop.
@@ -429,68 +421,37 @@ class _Run:
                     if isinstance(outcome, BaseException):
                         queue.extend(self._send_failed(kick, outcome))
 
-    def _handle_step(
-        self, action: Action, kicks: list[_Kick]
-    ) -> list[tuple[_MapState | None, Action]]:
+    def _carry_out(self, action: Action, kicks: list[_Kick]) -> list[Action]:
         if isinstance(action, Dispatch):
-            node = self.dag.nodes[action.node]
-            if self.engine.observer is not None and action.attempt == 1:
-                self.engine.observer.step_started(
-                    self.run_id, self.machine.plan.index[node.name], node.name
-                )
-            if node.kind == "map":
-                return self._start_map(node, action.attempt)
-            task_id = f"{self.run_id}.{node.name}.{action.attempt}"
-            try:
-                kwargs = self._kwargs(node)
-            except Exception as exc:
-                return self._step_failed(node.name, action.attempt, exc, retryable=False)
-            kicks.append(_Kick(None, node.name, action.attempt, task_id, node, kwargs))
-            self.pending[task_id] = (node.name, action.attempt, -1, 1)
-        elif isinstance(action, Retry | Fail | Cancel | Skip):
+            return self._dispatch(action, kicks)
+        if isinstance(action, DispatchItem):
+            return self._dispatch_item(action, kicks)
+        if isinstance(action, Expand):
+            return self._expand(action)
+        if isinstance(action, Gather):
+            self._gather(action)
+        elif isinstance(action, Fail) and action.item is None:
             self.maps.pop(action.node, None)
-            if isinstance(action, Fail) and self.engine.observer is not None:
+            if self.engine.observer is not None:
                 self._observe_end(action.node, error=action.error)
+        elif isinstance(action, Cancel | Skip):
+            self.maps.pop(action.node, None)
         return []
 
-    def _observe_end(self, name: str, *, result: Any = None, error: str | None = None) -> None:
-        assert self.engine.observer is not None
-        self.engine.observer.step_finished(
-            self.run_id, self.machine.plan.index[name], name, result=result, error=error
-        )
-
-    def _handle_item(
-        self, state: _MapState, action: Action, kicks: list[_Kick]
-    ) -> list[tuple[_MapState | None, Action]]:
-        node = state.node
-        if isinstance(action, Dispatch):
-            index = int(action.node)
-            task_id = f"{self.run_id}.{node.name}.{state.attempt}.{index}"
-            if action.attempt > 1:
-                task_id += f".{action.attempt}"
-            try:
-                kwargs = self._kwargs(node)
-            except Exception as exc:
-                return [
-                    (state, a)
-                    for a in state.machine.failed(
-                        action.node, action.attempt, format_error(exc), self._now(), retryable=False
-                    )
-                ]
-            item = state.items[index]
-            if node.map_param == SPREAD_ITEM:
-                kwargs.update(item)
-            else:
-                kwargs[node.map_param or "item"] = item
-            kicks.append(_Kick(state, action.node, action.attempt, task_id, node, kwargs))
-            self.pending[task_id] = (node.name, state.attempt, index, action.attempt)
-        elif isinstance(action, Fail):
-            state.errors[int(action.node)] = action.error
-        elif isinstance(action, Finish):
-            return self._finish_map(state)
+    def _dispatch(self, action: Dispatch, kicks: list[_Kick]) -> list[Action]:
+        node = self.dag.nodes[action.node]
+        if self.engine.observer is not None and action.attempt == 1:
+            self._observe_start(node.name)
+        args, kwargs = self._call(node)
+        sent = _Sent(node.name, action.attempt)
+        tid = task_id(self.run_id, node.name, action.attempt)
+        kicks.append(_Kick(sent, tid, node, args, kwargs))
         return []
 
-    def _start_map(self, node: DAGNode, attempt: int) -> list[tuple[_MapState | None, Action]]:
+    def _expand(self, action: Expand) -> list[Action]:
+        node = self.dag.nodes[action.node]
+        if self.engine.observer is not None and action.attempt == 1:
+            self._observe_start(node.name)
         source = (
             node.map_items if node.map_items is not None else self.cache.get(node.map_over or "")
         )
@@ -498,55 +459,52 @@ class _Run:
             error = TypeError(
                 f"map step {node.name!r} needs a list to map over, got {type(source).__name__}"
             )
-            return self._step_failed(node.name, attempt, error, retryable=False)
+            return self._step_failed(node.name, action.attempt, error, retryable=False)
         items = list(source)
-        plan = Plan(NodeSpec(str(i), (), node.retry, node.timeout) for i in range(len(items)))
-        machine = RunMachine(
-            plan,
-            error_mode=ErrorHandlingMode.CONTINUE_ON_ERROR,
-            max_in_flight=node.max_parallel,
-            admit=lambda _name, _running: self._global_room(),
-        )
-        state = _MapState(node, attempt, items, machine)
-        self.maps[node.name] = state
-        self.item_counts[node.name] = {"total": len(items), "succeeded": 0, "failed": 0}
-        return [(state, a) for a in machine.start(self._now())]
+        self.maps[node.name] = _Items(node, items)
+        return self.machine.expand(node.name, action.attempt, len(items), self._now())
 
-    def _finish_map(self, state: _MapState) -> list[tuple[_MapState | None, Action]]:
+    def _dispatch_item(self, action: DispatchItem, kicks: list[_Kick]) -> list[Action]:
+        state = self.maps[action.node]
         node = state.node
-        self.maps.pop(node.name, None)
-        self.item_errors[node.name] = dict(state.errors)
-        now = self._now()
-        if state.errors and self.engine.error_mode is not ErrorHandlingMode.SKIP_FAILED:
-            first = min(state.errors)
-            message = (
-                f"{len(state.errors)} of {len(state.items)} items failed; "
-                f"item {first}: {state.errors[first]}"
-            )
-            return [
-                (None, a)
-                for a in self.machine.failed(
-                    node.name, state.attempt, message, now, retryable=False
-                )
-            ]
-        ordered = sorted(state.results)
-        if node.filter_items:
-            value: Any = [state.items[i] for i in ordered if state.results[i]]
+        args, kwargs = self._call(node)
+        item = state.items[action.item]
+        if node.map_param == SPREAD_ITEM:
+            kwargs.update(item)
+        elif node.map_param == POSITIONAL_ITEM:
+            args = (item, *args)
         else:
-            value = [state.results[i] for i in ordered]
-        self.cache.set(node.output, value)
-        if self.engine.observer is not None:
-            self._observe_end(node.name, result=value)
-        return [(None, a) for a in self.machine.succeeded(node.name, state.attempt, now)]
+            kwargs[node.map_param or "item"] = item
+        sent = _Sent(node.name, action.attempt, action.item, action.item_attempt)
+        tid = task_id(self.run_id, node.name, action.attempt, action.item, action.item_attempt)
+        kicks.append(_Kick(sent, tid, node, args, kwargs))
+        return []
+
+    def _gather(self, action: Gather) -> None:
+        state = self.maps.pop(action.node)
+        source = state.items if action.of_source else state.results
+        value = [source[i] for i in action.items]
+        self.cache.set(state.node.output, value)
+        if self.engine.observer is not None and self.machine.has_output(action.node):
+            self._observe_end(action.node, result=value)
+
+    def _observe_start(self, name: str) -> None:
+        assert self.engine.observer is not None
+        self.engine.observer.step_started(self.run_id, self.machine.plan.index[name], name)
+
+    def _observe_end(self, name: str, *, result: Any = None, error: str | None = None) -> None:
+        assert self.engine.observer is not None
+        self.engine.observer.step_finished(
+            self.run_id, self.machine.plan.index[name], name, result=result, error=error
+        )
 
     def _step_failed(
-        self, name: str, attempt: int, exc: BaseException, *, retryable: bool
-    ) -> list[tuple[_MapState | None, Action]]:
+        self, name: str, attempt: int, exc: BaseException, *, retryable: bool | None = None
+    ) -> list[Action]:
         self.exceptions[name] = exc
-        actions = self.machine.failed(
+        return self.machine.failed(
             name, attempt, format_error(exc), self._now(), retryable=retryable
         )
-        return [(None, a) for a in actions]
 
     async def _send(self, kick: _Kick) -> None:
         assert self.dispatcher is not None
@@ -555,76 +513,72 @@ class _Run:
         timeout = self.machine.plan.nodes[node.name].timeout
         if timeout is not None:
             labels["timeout"] = timeout  # the worker cancels the task too
+        self.pending[kick.task_id] = kick.sent
         await self.dispatcher.kick(
             node.task_name,
             kick.task_id,
             node=node.name,
-            attempt=kick.attempt,
+            attempt=kick.sent.attempt,
             step_index=self.machine.plan.index[node.name],
             kwargs=kick.kwargs,
+            args=kick.args,
             task=node.task,
             labels=labels,
         )
 
-    def _send_failed(
-        self, kick: _Kick, exc: BaseException
-    ) -> list[tuple[_MapState | None, Action]]:
+    def _send_failed(self, kick: _Kick, exc: BaseException) -> list[Action]:
         self.pending.pop(kick.task_id, None)
-        retryable = not isinstance(exc, UnknownTaskError)
-        if kick.map_state is None:
-            return self._step_failed(kick.machine_node, kick.attempt, exc, retryable=retryable)
-        actions = kick.map_state.machine.failed(
-            kick.machine_node, kick.attempt, format_error(exc), self._now(), retryable=retryable
+        sent = kick.sent
+        if sent.item is None:
+            return self._step_failed(sent.step, sent.attempt, exc)
+        return self.machine.item_failed(
+            sent.step, sent.attempt, sent.item, sent.item_attempt, format_error(exc), self._now()
         )
-        return [(kick.map_state, a) for a in actions]
 
     # -- results -----------------------------------------------------------------------
 
     async def _on_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
-        entry = self.pending.pop(task_id, None)
-        if entry is None:
+        sent = self.pending.pop(task_id, None)
+        if sent is None:
             return
-        name, attempt, index, item_attempt = entry
         now = self._now()
-        if index >= 0:
-            state = self.maps.get(name)
-            if state is None or state.attempt != attempt:
-                return  # a late item of an abandoned attempt
-            counts = self.item_counts[name]
-            item = str(index)
+        name = sent.step
+        if sent.item is not None:
             if result.is_err:
-                actions = state.machine.failed(item, item_attempt, format_error(result.error), now)
-                if any(isinstance(a, Fail) for a in actions):
-                    counts["failed"] += 1
+                error = format_error(result.error)
+                actions = self.machine.item_failed(
+                    name, sent.attempt, sent.item, sent.item_attempt, error, now
+                )
             else:
-                state.results[index] = result.return_value
-                actions = state.machine.succeeded(item, item_attempt, now)
-                counts["succeeded"] += 1
-            self._report_progress(name, counts)
-            await self._apply(state, actions)
+                value = result.return_value
+                if self.machine.item_current(name, sent.attempt, sent.item, sent.item_attempt):
+                    self.maps[name].results[sent.item] = value
+                actions = self.machine.item_succeeded(
+                    name, sent.attempt, sent.item, sent.item_attempt, now, value
+                )
+            self._report_progress(name)
+            await self._drain(actions)
             return
         if result.is_err:
             if result.error is not None:
                 self.exceptions[name] = result.error
             error = format_error(result.error)
-            actions = self.machine.failed(
-                name, attempt, error, now, retryable=not names_unknown_task(error)
-            )
-            await self._apply(None, actions)
+            await self._drain(self.machine.failed(name, sent.attempt, error, now))
             return
         try:
             self._store(self.dag.nodes[name], result.return_value)
         except Exception as exc:
-            await self._drain(self._step_failed(name, attempt, exc, retryable=False))
+            await self._drain(self._step_failed(name, sent.attempt, exc, retryable=False))
             return
         if self.engine.observer is not None:
             self._observe_end(name, result=result.return_value)
-        await self._apply(None, self.machine.succeeded(name, attempt, now))
+        await self._drain(self.machine.succeeded(name, sent.attempt, now))
 
-    def _report_progress(self, name: str, counts: dict[str, int]) -> None:
+    def _report_progress(self, name: str) -> None:
         callback = self.engine.progress_callback
-        if callback is not None:
-            callback(ItemProgress(name, counts["total"], counts["succeeded"], counts["failed"]))
+        fan = self.machine.fanouts.get(name)
+        if callback is not None and fan is not None:
+            callback(ItemProgress(name, fan.total, fan.succeeded + fan.dropped, fan.failed))
 
     def _store(self, node: DAGNode, value: Any) -> None:
         if not node.multi_output:
@@ -643,20 +597,22 @@ class _Run:
         for name in node.outputs:
             self.cache.set(name, value[name])
 
-    def _kwargs(self, node: DAGNode) -> dict[str, Any]:
+    def _call(self, node: DAGNode) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of ``node``'s task (items aside)."""
         kwargs = dict(node.args)
-        lenient = self.engine.error_mode is ErrorHandlingMode.SKIP_FAILED
+        args: tuple[Any, ...] = ()
         for name in node.inputs:
-            if self.cache.has(name):
-                kwargs[node.parameter_for(name)] = self.cache.get(name)
-            elif lenient:
-                kwargs[node.parameter_for(name)] = None  # its producer failed and was skipped
+            # The core started this step, so an input without a value is one whose
+            # producer it let the step do without.
+            value = self.cache.get(name) if self.cache.has(name) else MISSING_INPUT
+            if name == node.first_arg:
+                args = (value,)
             else:
-                raise KeyError(f"input {name!r} of step {node.name!r} has no value")
+                kwargs[node.parameter_for(name)] = value
         for name in node.optional_inputs:
             if self.cache.has(name):
                 kwargs[node.parameter_for(name)] = self.cache.get(name)
-        return kwargs
+        return args, kwargs
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -680,8 +636,10 @@ class _Run:
                 finished_at=wall(state.finished),
                 duration=duration,
                 error=state.error if state.phase is not Phase.SUCCEEDED else None,
-                items=self.item_counts.get(name),
-                item_errors=self.item_errors.get(name, {}),
+                items=_item_counts(self.machine.fanouts.get(name)),
+                item_errors=dict(self.machine.fanouts[name].errors)
+                if name in self.machine.fanouts
+                else {},
             )
         outcome = self.machine.outcome
         started = self.machine.started_at
@@ -697,3 +655,11 @@ class _Run:
             steps=steps,
             reason=outcome.reason if outcome else "",
         )
+
+
+def _item_counts(fan: Fanout | None) -> dict[str, int] | None:
+    if fan is None:
+        return None
+    counts = fan.counts()
+    del counts["running"]  # the report's step status says whether any still run
+    return counts

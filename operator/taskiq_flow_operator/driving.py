@@ -1,27 +1,40 @@
 """``RunDriver``: one PipelineRun on the scheduling core, without any I/O.
 
-The driver owns a ``RunMachine`` (the same core the library's engine drives) and adds
-what only the cluster data path needs: map and filter steps fanned out into one message
-per item, keyword arguments as Redis references, and step events in, kicks and notes out.
-A filter step is a map step whose workers store the item itself, for the items its task
-kept: its output is those items, in order (as ``taskiq-flow run`` computes it). The
+The driver owns a ``RunMachine`` (the same core the library's engine drives), which
+decides everything: which step or item goes next, retries, what a failure means, what a
+filter keeps. The driver adds what only the cluster data path needs: one message per
+step or item, arguments as Redis references, step events in, kicks and notes out. A
+filter step's workers store the item itself, for the items its task kept; a fan-out
+step's output is the stored items the core names when it gathers the step. The
 supervisor (``supervising``) carries out what it returns and persists ``snapshot()``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskiq_flow.core import Cancel, Dispatch, Fail, Finish, Retry, RunMachine, Skip
-from taskiq_flow.core.actions import Action
-from taskiq_flow.core.states import Phase, RunOutcome
-from taskiq_flow.dataflow.dag import DAGNode
+from taskiq_flow.core import (
+    MISSING_INPUT,
+    Action,
+    Dispatch,
+    DispatchItem,
+    Expand,
+    Fail,
+    Finish,
+    Gather,
+    Retry,
+    RunMachine,
+    RunOutcome,
+    task_id,
+)
+from taskiq_flow.dataflow.dag import POSITIONAL_ITEM, DAGNode
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
 from taskiq_flow_worker import protocol as p
 
-__all__ = ["Kick", "MapState", "Note", "RunDriver", "Step"]
+__all__ = ["Kick", "MapSourceError", "Note", "RunDriver", "Step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +48,9 @@ class Kick:
     item: int | None
     kwargs: dict[str, Any]
     filter: str | None = None  # an item of a filter step: the parameter receiving the item
+    args: tuple[Any, ...] = ()
+    item_attempt: int = 1
+    timeout: float | None = None  # the worker cancels the task after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +60,6 @@ class Note:
     type: str  # Normal | Warning
     reason: str
     message: str
-
-
-@dataclass(slots=True)
-class MapState:
-    """The items of the current attempt of a map (or filter) step."""
-
-    attempt: int
-    total: int
-    next: int = 0
-    done: set[int] = field(default_factory=set)
-    failed: int = 0
-    size: int = 0
-    kept: set[int] = field(default_factory=set)  # a filter step: the items kept
-
-    @property
-    def running(self) -> int:
-        """Items sent and not finished."""
-        return self.next - len(self.done) - self.failed
 
 
 @dataclass(slots=True)
@@ -96,11 +94,13 @@ class RunDriver:
         self.producers: dict[str, str] = {
             output: node.name for node in self.dag.nodes.values() for output in node.outputs
         }
-        self.maps: dict[str, MapState] = {}
         self.lengths: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
-        # A finished filter step: the indices of the items it kept, in order.
+        # A gathered fan-out step whose output is not every item (a filter, or failed
+        # items left out): the stored indices of its output, in order.
         self.kept: dict[str, list[int]] = {}
+        # Bytes of the stored item outputs of fan-out steps in flight.
+        self.item_bytes: dict[str, int] = {}
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -115,40 +115,31 @@ class RunDriver:
     def on_event(self, event: p.StepEvent, now: float) -> Step:
         """A worker reported an attempt (or one item of it); stale reports are ignored."""
         step = Step()
-        state = self.machine.nodes.get(event.step)
-        if state is None or state.phase is not Phase.RUNNING or state.attempt != event.attempt:
-            return step
+        name, attempt = event.step, event.attempt
         if event.item is None:
             if event.ok:
-                if event.length is not None:
-                    self.lengths[event.step] = event.length
-                self.sizes[event.step] = event.size or 0
-                actions = self.machine.succeeded(event.step, event.attempt, now)
+                if self.machine.step_current(name, attempt):
+                    if event.length is not None:
+                        self.lengths[name] = event.length
+                    self.sizes[name] = event.size or 0
+                actions = self.machine.succeeded(name, attempt, now)
             else:
                 error = event.error or "the step failed"
-                actions = self.machine.failed(event.step, event.attempt, error, now)
-            self._apply(actions, now, step)
-            return step
-        items = self.maps.get(event.step)
-        if items is None or items.attempt != event.attempt or event.item in items.done:
-            return step
-        if not event.ok:
-            items.failed += 1
-            error = f"item {event.item}: {event.error or 'failed'}"
-            self._apply(self.machine.failed(event.step, event.attempt, error, now), now, step)
-            return step
-        items.done.add(event.item)
-        node = self.dag.nodes[event.step]
-        if not node.filter_items:
-            items.size += event.size or 0
-        elif event.keep:  # a filter step's output holds the kept items only
-            items.kept.add(event.item)
-            items.size += event.size or 0
-        if len(items.done) == items.total:
-            self._reduce(node, items)
-            self._apply(self.machine.succeeded(event.step, event.attempt, now), now, step)
+                actions = self.machine.failed(name, attempt, error, now)
+        elif event.ok:
+            # The worker saw the value; ``keep`` is whether it was truthy (a filter's rule).
+            truthy = True if event.keep is None else event.keep
+            if truthy and self.machine.item_current(name, attempt, event.item, event.item_attempt):
+                self.item_bytes[name] = self.item_bytes.get(name, 0) + (event.size or 0)
+            actions = self.machine.item_succeeded(
+                name, attempt, event.item, event.item_attempt, now, truthy
+            )
         else:
-            self._kick_items(node, items, step)
+            error = event.error or "the item failed"
+            actions = self.machine.item_failed(
+                name, attempt, event.item, event.item_attempt, error, now
+            )
+        self._apply(actions, now, step)
         return step
 
     def tick(self, now: float) -> Step:
@@ -172,18 +163,14 @@ class RunDriver:
 
     def in_flight(self) -> int:
         """Messages sent and not finished (items count one each): what workers must do."""
-        count = 0
-        for name in self.machine.running:
-            items = self.maps.get(name)
-            count += items.running if items is not None else 1
-        return count
+        return self.machine.in_flight()
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
         return self.machine.next_deadline()
 
     def item_indices(self, name: str) -> list[int]:
-        """The items of a finished map (or filter) step's output, by their stored index."""
+        """The stored indices of the items of a gathered fan-out step's output, in order."""
         kept = self.kept.get(name)
         return list(kept) if kept is not None else list(range(self.lengths.get(name, 0)))
 
@@ -193,60 +180,47 @@ class RunDriver:
         """Everything needed to continue after a restart, as plain data."""
         return {
             "machine": self.machine.snapshot(),
-            "maps": {
-                name: {
-                    "attempt": m.attempt,
-                    "total": m.total,
-                    "next": m.next,
-                    "done": sorted(m.done),
-                    "failed": m.failed,
-                    "size": m.size,
-                    "kept": sorted(m.kept),
-                }
-                for name, m in self.maps.items()
-            },
             "lengths": self.lengths,
             "sizes": self.sizes,
             "kept": self.kept,
+            "itemBytes": self.item_bytes,
         }
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Continue from a ``snapshot()``."""
         self.machine.restore(snapshot["machine"])
-        self.maps = {
-            name: MapState(
-                attempt=m["attempt"],
-                total=m["total"],
-                next=m["next"],
-                done=set(m["done"]),
-                failed=m["failed"],
-                size=m["size"],
-                kept=set(m.get("kept", ())),
-            )
-            for name, m in snapshot.get("maps", {}).items()
-        }
         self.lengths = dict(snapshot.get("lengths", {}))
         self.sizes = dict(snapshot.get("sizes", {}))
         self.kept = {name: list(kept) for name, kept in snapshot.get("kept", {}).items()}
+        self.item_bytes = dict(snapshot.get("itemBytes", {}))
 
     # -- internals -----------------------------------------------------------------------
 
     def _apply(self, actions: list[Action], now: float, step: Step) -> None:
-        queue = list(actions)
+        queue = deque(actions)
         while queue:
-            action = queue.pop(0)
+            action = queue.popleft()
             if isinstance(action, Dispatch):
-                queue.extend(self._dispatch(action, now, step))
+                step.kicks.append(self._kick(action.node, action.attempt))
+            elif isinstance(action, Expand):
+                queue.extend(self._expand(action, now))
+            elif isinstance(action, DispatchItem):
+                step.kicks.append(self._kick_item(action))
+            elif isinstance(action, Gather):
+                self._gather(action)
             elif isinstance(action, Retry):
+                what = f"step {action.node!r}"
+                if action.item is not None:
+                    what = f"item {action.item} of {what}"
                 step.notes.append(
                     Note(
                         "Warning",
                         "Retrying",
-                        f"step {action.node!r} failed ({action.error}); attempt "
+                        f"{what} failed ({action.error}); attempt "
                         f"{action.attempt} in {max(action.at - now, 0):.1f}s",
                     )
                 )
-            elif isinstance(action, Fail):
+            elif isinstance(action, Fail) and action.item is None:
                 step.notes.append(
                     Note(
                         "Warning",
@@ -255,98 +229,90 @@ class RunDriver:
                         f"{action.error}",
                     )
                 )
-            elif isinstance(action, Cancel):
-                self.maps.pop(action.node, None)
-            elif isinstance(action, Skip):
-                continue
             elif isinstance(action, Finish):
                 step.finished = action
-                reason = {
-                    RunOutcome.SUCCEEDED: "Succeeded",
-                    RunOutcome.FAILED: "Failed",
-                    RunOutcome.CANCELLED: "Cancelled",
-                }[action.outcome]
+                reason = action.outcome.value
                 kind = "Normal" if action.outcome is RunOutcome.SUCCEEDED else "Warning"
                 step.notes.append(Note(kind, reason, f"run {reason.lower()}: {action.reason}"))
 
-    def _dispatch(self, action: Dispatch, now: float, step: Step) -> list[Action]:
+    def _kick(self, name: str, attempt: int) -> Kick:
+        node = self.dag.nodes[name]
+        args, kwargs = self._call(node)
+        return Kick(
+            node.task_name,
+            task_id(self.run, name, attempt),
+            name,
+            attempt,
+            None,
+            kwargs,
+            args=args,
+            timeout=node.timeout,
+        )
+
+    def _expand(self, action: Expand, now: float) -> list[Action]:
         node = self.dag.nodes[action.node]
-        if node.kind != "map":
-            step.kicks.append(
-                Kick(
-                    node.task_name,
-                    p.task_id(self.run, node.name, action.attempt),
-                    node.name,
-                    action.attempt,
-                    None,
-                    self._kwargs(node),
-                )
-            )
-            return []
         try:
             total = self._length_of(node.map_over)
         except MapSourceError as exc:
             return self.machine.failed(node.name, action.attempt, str(exc), now, retryable=False)
-        items = self.maps[node.name] = MapState(action.attempt, total)
-        if total == 0:
-            self._reduce(node, items)
-            self.sizes[node.name] = 2
-            return self.machine.succeeded(node.name, action.attempt, now)
-        self._kick_items(node, items, step)
-        return []
+        self.item_bytes[node.name] = 0
+        return self.machine.expand(node.name, action.attempt, total, now)
 
-    def _reduce(self, node: DAGNode, items: MapState) -> None:
-        """Every item succeeded: record the step's output (a map's results, in order, or
-        the items a filter kept, in order)."""
-        if node.filter_items:
-            kept = self.kept[node.name] = sorted(items.kept)
-            self.lengths[node.name] = len(kept)
+    def _kick_item(self, action: DispatchItem) -> Kick:
+        node = self.dag.nodes[action.node]
+        args, kwargs = self._call(node)
+        item = self._item(node.map_over, action.item)
+        if node.map_param == POSITIONAL_ITEM:
+            args = (item, *args)
         else:
-            self.lengths[node.name] = items.total
-        self.sizes[node.name] = items.size
+            kwargs[node.map_param or "item"] = item
+        keep = (p.POSITIONAL if node.map_param == POSITIONAL_ITEM else node.map_param) or "item"
+        return Kick(
+            node.task_name,
+            task_id(self.run, node.name, action.attempt, action.item, action.item_attempt),
+            node.name,
+            action.attempt,
+            action.item,
+            kwargs,
+            keep if node.filter_items else None,
+            args=args,
+            item_attempt=action.item_attempt,
+            timeout=node.timeout,
+        )
 
-    def _kick_items(self, node: DAGNode, items: MapState, step: Step) -> None:
-        limit = node.max_parallel or items.total
-        base = self._kwargs(node)
-        param = node.map_param or "item"
-        keep = param if node.filter_items else None
-        while items.next < items.total and items.running < limit:
-            index = items.next
-            items.next += 1
-            kwargs = dict(base)
-            kwargs[param] = self._item(node.map_over, index)
-            step.kicks.append(
-                Kick(
-                    node.task_name,
-                    p.task_id(self.run, node.name, items.attempt, index),
-                    node.name,
-                    items.attempt,
-                    index,
-                    kwargs,
-                    keep,
-                )
-            )
+    def _gather(self, action: Gather) -> None:
+        """Record a fan-out step's output: the stored item outputs named by the core."""
+        name = action.node
+        fan = self.machine.fanouts[name]
+        if action.of_source or len(action.items) != fan.total:
+            self.kept[name] = list(action.items)
+        self.lengths[name] = len(action.items)
+        self.sizes[name] = self.item_bytes.pop(name, 0)
 
-    def _kwargs(self, node: DAGNode) -> dict[str, Any]:
+    def _call(self, node: DAGNode) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments of ``node``'s task (items aside)."""
         kwargs: dict[str, Any] = dict(node.args)
+        args: tuple[Any, ...] = ()
         for name in node.inputs:
             if node.kind == "map" and name == node.map_over:
                 continue
-            value = self._value(name)
-            if value is not _MISSING:
-                kwargs[node.parameter_for(name)] = value
+            if name == node.first_arg:
+                args = (self._value(name),)
+            else:
+                kwargs[node.parameter_for(name)] = self._value(name)
         for name in node.optional_inputs:
-            value = self._value(name)
-            if value is not _MISSING:
-                kwargs[node.parameter_for(name)] = value
-        return kwargs
+            # An optional input with no value keeps the task's default.
+            producer = self.producers.get(name)
+            if name in self.inputs if producer is None else self.machine.has_output(producer):
+                kwargs[node.parameter_for(name)] = self._value(name)
+        return args, kwargs
 
     def _value(self, name: str) -> Any:
         producer = self.producers.get(name)
         if producer is None:
-            return self.inputs.get(name, _MISSING)
-        if self.machine.nodes[producer].phase is not Phase.SUCCEEDED:
-            return _MISSING  # SkipFailed: the consumer runs without it
+            return self.inputs.get(name, MISSING_INPUT)
+        if not self.machine.has_output(producer):
+            return MISSING_INPUT
         if self.dag.nodes[producer].kind == "map":
             kept = self.kept.get(producer)
             return p.items_ref(self.run, producer, self.lengths.get(producer, 0), kept)
@@ -378,6 +344,3 @@ class RunDriver:
 
 class MapSourceError(ValueError):
     """A map step's source is not a list."""
-
-
-_MISSING: Any = object()

@@ -122,13 +122,19 @@ class KubeClient:
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        """Merge-patch the status subresource."""
-        await self.request(
-            "PATCH",
-            self.custom_path(plural, namespace, name) + "/status",
-            {"status": status},
-            "application/merge-patch+json",
-        )
+        """Merge-patch the status subresource.
+
+        In a merge patch ``null`` means "delete", so outputs holding a ``null`` would lose
+        it: they follow in a JSON patch, which writes values as they are.
+        """
+        path = self.custom_path(plural, namespace, name) + "/status"
+        outputs = status.get("outputs")
+        exact = outputs is not None and _holds_null(outputs)
+        merged = {**status, "outputs": None} if exact else status
+        await self.request("PATCH", path, {"status": merged}, "application/merge-patch+json")
+        if exact:
+            patch = [{"op": "add", "path": "/status/outputs", "value": outputs}]
+            await self.request("PATCH", path, patch, "application/json-patch+json")
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         """Delete a custom resource (absent is fine)."""
@@ -186,3 +192,13 @@ class KubeClient:
 
 def _raw(data: str | bytes) -> bytes:
     return base64.b64decode(data) if isinstance(data, str) else data
+
+
+def _holds_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return any(_holds_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_null(v) for v in value)
+    return False

@@ -114,19 +114,11 @@ def _step_record(driver: RunDriver, name: str) -> dict[str, Any]:
             record["durationSeconds"] = _round(state.finished - state.first_started)
     if state.error is not None and state.phase is not Phase.SUCCEEDED:
         record["message"] = state.error[:1024]
-    if driver.dag.nodes[name].kind == "map":
-        items = driver.maps.get(name)
-        if items is not None:
-            done = len(items.done)
-            record["items"] = {
-                "total": items.total,
-                "succeeded": done,
-                "failed": items.failed,
-                "running": items.running if state.phase is Phase.RUNNING else 0,
-            }
-        elif name in driver.lengths:
-            total = driver.lengths[name]
-            record["items"] = {"total": total, "succeeded": total, "failed": 0, "running": 0}
+    fan = driver.machine.fanouts.get(name)
+    if fan is not None:
+        record["items"] = fan.counts()
+        if state.phase is not Phase.RUNNING:
+            record["items"]["running"] = 0  # abandoned with their step
     return record
 
 

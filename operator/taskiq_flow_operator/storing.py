@@ -63,13 +63,17 @@ class Store:
         }
         if kick.item is not None:
             labels[p.LABEL_ITEM] = str(kick.item)
+        if kick.item_attempt != 1:
+            labels[p.LABEL_ITEM_ATTEMPT] = str(kick.item_attempt)
+        if kick.timeout is not None:
+            labels["timeout"] = str(kick.timeout)  # taskiq's own: the worker cancels the task
         if kick.filter is not None:
             labels[p.LABEL_FILTER] = kick.filter
         message = TaskiqMessage(
             task_id=kick.task_id,
             task_name=kick.task_name,
             labels=labels,
-            args=[],
+            args=list(kick.args),
             kwargs=kick.kwargs,
         )
         return message.model_dump_json().encode()

@@ -38,8 +38,9 @@ from taskiq_flow.completions import (
     redis_pool_of,
     shared_client,
 )
-from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome
-from taskiq_flow.errors import format_error, names_unknown_task
+from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome, task_id
+from taskiq_flow.core.retry import retry_time
+from taskiq_flow.errors import format_error
 from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
 from taskiq_flow.tracking.remote import recorder_for
 
@@ -128,15 +129,6 @@ def _tracker(broker: AsyncBroker, run_id: str, spec: SequenceSpec | None) -> Run
     return None if pool is None else recorder_for(shared_client(pool), spec.tracking)
 
 
-def _task_id(run_id: str, step: int, attempt: int, item: int, item_attempt: int) -> str:
-    task_id = f"{run_id}.{step}.{attempt}"
-    if item >= 0:
-        task_id += f".{item}"
-        if item_attempt > 1:
-            task_id += f".{item_attempt}"
-    return task_id
-
-
 async def _kick(prepared: tuple[AsyncKicker[Any, Any], tuple[Any, ...], dict[str, Any]]) -> None:
     """Send what ``_kicker`` prepared."""
     kicker, args, kwargs = prepared
@@ -192,7 +184,9 @@ def _kicker(
     else:
         args = (value,)
     kicker: AsyncKicker[Any, Any] = AsyncKicker(task_name=task_name, broker=broker, labels=labels)
-    kicker.with_task_id(_task_id(run_id, step_index, attempt, item, item_attempt))
+    kicker.with_task_id(
+        task_id(run_id, str(step_index), attempt, None if item < 0 else item, item_attempt)
+    )
     return kicker, args, kwargs
 
 
@@ -366,11 +360,9 @@ async def _item_finished(
     now = time.time()
     if result.is_err:
         error = format_error(result.error)
-        retry_at = None
-        if not names_unknown_task(error):
-            retry_at = spec.retry_policy.next_retry_at(
-                run.item_attempt, run.first_started, now, random.random()
-            )
+        retry_at = retry_time(
+            spec.retry_policy, run.item_attempt, run.first_started, now, random.random(), error
+        )
         if retry_at is not None:
             given = message.kwargs.get(step.param) if step.param else message.args[0]
             await _kick(
@@ -543,9 +535,7 @@ async def _advance(
 async def _step_failed(run: _Run, spec: SequenceSpec, message: TaskiqMessage, error: str) -> None:
     now = time.time()
     machine = _machine(spec, run, now)
-    actions = machine.tick(now) or machine.failed(
-        str(run.step), run.attempt, error, now, retryable=not names_unknown_task(error)
-    )
+    actions = machine.tick(now) or machine.failed(str(run.step), run.attempt, error, now)
     step = spec.steps[run.step]
     given = (
         message.kwargs.get(step.param)

@@ -5,18 +5,37 @@ the Kubernetes operator) feed it events — a step succeeded, a step failed, tim
 and carry out the actions it returns.
 """
 
-from taskiq_flow.core.actions import Action, Cancel, Dispatch, Fail, Finish, Retry, Skip
-from taskiq_flow.core.machine import RunMachine
+from taskiq_flow.core.actions import (
+    Action,
+    Cancel,
+    Dispatch,
+    DispatchItem,
+    Expand,
+    Fail,
+    Finish,
+    Gather,
+    Retry,
+    Skip,
+)
+from taskiq_flow.core.fanout import Fanout, ItemPhase, keeps
+from taskiq_flow.core.ids import task_id
+from taskiq_flow.core.machine import MISSING_INPUT, RunMachine
 from taskiq_flow.core.plan import NodeSpec, Plan
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.core.states import Phase, RunOutcome
 
 __all__ = [
+    "MISSING_INPUT",
     "Action",
     "Cancel",
     "Dispatch",
+    "DispatchItem",
+    "Expand",
     "Fail",
+    "Fanout",
     "Finish",
+    "Gather",
+    "ItemPhase",
     "NodeSpec",
     "Phase",
     "Plan",
@@ -25,4 +44,6 @@ __all__ = [
     "RunMachine",
     "RunOutcome",
     "Skip",
+    "keeps",
+    "task_id",
 ]

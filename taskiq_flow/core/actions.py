@@ -6,7 +6,18 @@ from dataclasses import dataclass
 
 from taskiq_flow.core.states import RunOutcome
 
-__all__ = ["Action", "Cancel", "Dispatch", "Fail", "Finish", "Retry", "Skip"]
+__all__ = [
+    "Action",
+    "Cancel",
+    "Dispatch",
+    "DispatchItem",
+    "Expand",
+    "Fail",
+    "Finish",
+    "Gather",
+    "Retry",
+    "Skip",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +29,48 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Expand:
+    """Attempt ``attempt`` of the fan-out (map or filter) ``node`` begins.
+
+    The driver finds how many items it maps over and answers with
+    ``RunMachine.expand(node, attempt, total, now)``, or with ``failed(...,
+    retryable=False)`` when its source is not a list.
+    """
+
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchItem:
+    """Start attempt ``item_attempt`` of item ``item`` of fan-out step ``node`` now."""
+
+    node: str
+    attempt: int
+    item: int
+    item_attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Every item of fan-out step ``node`` has its outcome: its output is the list of the
+    results of ``items`` (or, with ``of_source``, of the source items themselves: a
+    filter's output), in that order.
+
+    Comes before the step's ``Dispatch``es of consumers and before a ``Fail`` that keeps
+    partial results (``ContinueOnError``).
+    """
+
+    node: str
+    attempt: int
+    items: tuple[int, ...]
+    of_source: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
-    """Attempt ``attempt - 1`` of ``node`` failed; attempt ``attempt`` will start at ``at``.
+    """Attempt ``attempt - 1`` of ``node`` (or of its item ``item``) failed; attempt
+    ``attempt`` will start at ``at``.
 
     The machine dispatches it itself from ``tick(now)`` once ``now >= at``; the driver only
     has to wake up by then (``next_deadline()``) and may report the retry to the user.
@@ -29,15 +80,17 @@ class Retry:
     attempt: int
     at: float
     error: str
+    item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """``node`` failed for good after ``attempt`` attempts."""
+    """``node`` (or its item ``item``) failed for good after ``attempt`` attempts."""
 
     node: str
     attempt: int
     error: str
+    item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,4 +119,4 @@ class Finish:
     failed_node: str | None = None
 
 
-Action = Dispatch | Retry | Fail | Skip | Cancel | Finish
+Action = Dispatch | Expand | DispatchItem | Gather | Retry | Fail | Skip | Cancel | Finish

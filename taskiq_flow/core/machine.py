@@ -8,15 +8,34 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskiq_flow.core.actions import Action, Cancel, Dispatch, Fail, Finish, Retry, Skip
+from taskiq_flow.core.actions import (
+    Action,
+    Cancel,
+    Dispatch,
+    DispatchItem,
+    Expand,
+    Fail,
+    Finish,
+    Gather,
+    Retry,
+    Skip,
+)
+from taskiq_flow.core.fanout import Fanout, ItemPhase, keeps
 from taskiq_flow.core.plan import Plan
+from taskiq_flow.core.retry import is_retryable, retry_time
 from taskiq_flow.core.states import TERMINAL, Phase, RunOutcome
 from taskiq_flow.errors import ErrorHandlingMode
 
-__all__ = ["NodeState", "RunMachine"]
+__all__ = ["MISSING_INPUT", "NodeState", "RunMachine", "timeout_error"]
+
+MISSING_INPUT: Any = None
+"""What a step receives for an input whose producer the core let it do without (a step
+that failed under ``SkipFailed``): ``None``, on every driver."""
 
 Admit = Callable[[str, Collection[str]], bool]
 """``admit(step, running)``: may ``step`` start while ``running`` are in flight?"""
+
+STEP = -1  # the item number of a timer that belongs to a step, not to one of its items
 
 
 @dataclass(slots=True)
@@ -33,14 +52,24 @@ class NodeState:
     error: str | None = None
 
 
+def timeout_error(limit: float) -> str:
+    """The error of an attempt that outlived its step's ``timeout``."""
+    return f"TimeoutError: the step exceeded its timeout of {limit:g}s"
+
+
 class RunMachine:
     """Decides, for one run of a plan, what to dispatch, retry, skip or cancel.
 
     Drivers call ``start(now)`` once, then ``succeeded``/``failed`` as results arrive and
     ``tick(now)`` when ``next_deadline()`` has passed; each returns the actions to carry
-    out, in order. Events for an attempt that is no longer current (a late result of a
-    timed-out or cancelled attempt, a redelivered message) are ignored, which is what
-    makes at-least-once delivery safe.
+    out, in order. A fan-out step asks for its item count (``Expand``, answered with
+    ``expand``) and then dispatches items (``DispatchItem``), whose results come back
+    through ``item_succeeded``/``item_failed``. Events for an attempt that is no longer
+    current (a late result of a timed-out or cancelled attempt, a redelivered message)
+    are ignored, which is what makes at-least-once delivery safe.
+
+    ``max_in_flight`` bounds the steps in flight (a fan-out step counts once); a fan-out
+    step's ``max_parallel`` bounds its items.
     """
 
     def __init__(
@@ -51,6 +80,7 @@ class RunMachine:
         max_in_flight: int | None = None,
         timeout: float | None = None,
         admit: Admit | None = None,
+        admit_item: Callable[[], bool] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
@@ -60,8 +90,10 @@ class RunMachine:
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.admit = admit
+        self.admit_item = admit_item
         self._rng = rng
         self.nodes: dict[str, NodeState] = {name: NodeState() for name in plan.order}
+        self.fanouts: dict[str, Fanout] = {}
         self.running: set[str] = set()
         self.started_at: float | None = None
         self.deadline: float | None = None
@@ -69,7 +101,9 @@ class RunMachine:
         self.timed_out = False
         self._waiting = {name: len(set(plan.deps(name))) for name in plan.order}
         self._ready: list[int] = []  # heap of plan indexes: earliest in plan order first
-        self._timers: list[tuple[float, int, str]] = []  # (when, attempt, node), lazily pruned
+        self._spreading: list[int] = []  # heap of plan indexes of fan-outs with items to start
+        # (when, attempt, node, item or STEP), lazily pruned
+        self._timers: list[tuple[float, int, str, int]] = []
         self._terminal = 0
 
     # -- inputs ------------------------------------------------------------------------
@@ -84,35 +118,77 @@ class RunMachine:
         for name, count in self._waiting.items():
             if count == 0:
                 heapq.heappush(self._ready, self.plan.index[name])
-        actions: list[Action] = []
-        self._pump(now, actions)
-        self._maybe_finish(actions)
-        return actions
+        return self._after(now, [])
 
     def succeeded(self, node: str, attempt: int, now: float) -> list[Action]:
         """Attempt ``attempt`` of ``node`` produced its result."""
         state = self._current(node, attempt)
         if state is None:
             return []
-        actions: list[Action] = []
         self._settle(node, state, Phase.SUCCEEDED, now)
         self._release_dependents(node)
-        self._pump(now, actions)
-        self._maybe_finish(actions)
-        return actions
+        return self._after(now, [])
 
     def failed(
-        self, node: str, attempt: int, error: str, now: float, *, retryable: bool = True
+        self, node: str, attempt: int, error: str, now: float, *, retryable: bool | None = None
     ) -> list[Action]:
-        """Attempt ``attempt`` of ``node`` failed with ``error``."""
+        """Attempt ``attempt`` of ``node`` failed with ``error``; ``retryable=False`` when
+        no retry could help (the driver found its input invalid)."""
         state = self._current(node, attempt)
         if state is None:
             return []
         actions: list[Action] = []
-        self._fail_attempt(node, state, error, now, retryable, actions)
-        self._pump(now, actions)
-        self._maybe_finish(actions)
-        return actions
+        self._fail_attempt(node, state, error, now, is_retryable(error, retryable), actions)
+        return self._after(now, actions)
+
+    def expand(self, node: str, attempt: int, total: int, now: float) -> list[Action]:
+        """Answer to ``Expand``: the fan-out step's attempt has ``total`` items."""
+        state = self._current(node, attempt)
+        if state is None or (node in self.fanouts and self.fanouts[node].attempt == attempt):
+            return []
+        step = self.plan.nodes[node]
+        fan = self.fanouts[node] = Fanout(attempt, total, step.max_parallel)
+        actions: list[Action] = []
+        if total == 0:
+            self._complete_fanout(node, state, fan, now, actions)
+        else:
+            self._queue_items(node, fan)
+        return self._after(now, actions)
+
+    def item_succeeded(
+        self, node: str, attempt: int, item: int, item_attempt: int, now: float, result: Any = True
+    ) -> list[Action]:
+        """Attempt ``item_attempt`` of item ``item`` returned ``result`` (only a filter step
+        looks at it; a driver that cannot see it passes whether it was truthy)."""
+        found = self._current_item(node, attempt, item, item_attempt)
+        if found is None:
+            return []
+        state, fan = found
+        kept = not self.plan.nodes[node].filter_items or keeps(result)
+        fan.finish(item, ItemPhase.SUCCEEDED if kept else ItemPhase.DROPPED)
+        actions: list[Action] = []
+        self._item_settled(node, state, fan, now, actions)
+        return self._after(now, actions)
+
+    def item_failed(
+        self,
+        node: str,
+        attempt: int,
+        item: int,
+        item_attempt: int,
+        error: str,
+        now: float,
+        *,
+        retryable: bool | None = None,
+    ) -> list[Action]:
+        """Attempt ``item_attempt`` of item ``item`` failed with ``error``."""
+        found = self._current_item(node, attempt, item, item_attempt)
+        if found is None:
+            return []
+        state, fan = found
+        actions: list[Action] = []
+        self._fail_item(node, state, fan, item, error, now, is_retryable(error, retryable), actions)
+        return self._after(now, actions)
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: start due retries, time out attempts, end an overdue run."""
@@ -128,28 +204,13 @@ class RunMachine:
                 actions,
             )
             return actions
-        while self._timers and self._timers[0][0] <= now:
-            _, attempt, node = heapq.heappop(self._timers)
-            state = self.nodes[node]
-            if state.phase is Phase.RETRYING and state.attempt == attempt - 1:
-                state.phase = Phase.PENDING
-                state.retry_at = None
-                heapq.heappush(self._ready, self.plan.index[node])
-            elif state.phase is Phase.RUNNING and state.attempt == attempt:
-                limit = self.plan.nodes[node].timeout
-                self._fail_attempt(
-                    node,
-                    state,
-                    f"TimeoutError: the step exceeded its timeout of {limit:g}s",
-                    now,
-                    True,
-                    actions,
-                )
-                if self.outcome is not None:
-                    return actions
-        self._pump(now, actions)
-        self._maybe_finish(actions)
-        return actions
+        while self._timers and self._timers[0][0] <= now and self.outcome is None:
+            when, attempt, node, item = heapq.heappop(self._timers)
+            if item == STEP:
+                self._step_timer(node, attempt, now, actions)
+            else:
+                self._item_timer(node, item, attempt, when, now, actions)
+        return self._after(now, actions)
 
     def cancel(self, now: float, reason: str = "the run was cancelled") -> list[Action]:
         """Stop the run: nothing more is dispatched and the run ends Cancelled."""
@@ -196,69 +257,46 @@ class RunMachine:
         """(finished steps, all steps)."""
         return self._terminal, len(self.nodes)
 
+    def in_flight(self) -> int:
+        """Tasks sent and not finished: steps, and items of fan-out steps one each."""
+        count = 0
+        for name in self.running:
+            fan = self.fanouts.get(name)
+            count += 1 if fan is None else fan.running
+        return count
+
+    def step_current(self, node: str, attempt: int) -> bool:
+        """Whether a result of ``attempt`` of ``node`` would be taken (not stale)."""
+        return self._current(node, attempt) is not None
+
+    def item_current(self, node: str, attempt: int, item: int, item_attempt: int) -> bool:
+        """Whether a result of ``item_attempt`` of ``item`` would be taken (not stale)."""
+        return self._current_item(node, attempt, item, item_attempt) is not None
+
+    def has_output(self, node: str) -> bool:
+        """Whether ``node``'s output exists for its consumers (it succeeded)."""
+        return self.nodes[node].phase is Phase.SUCCEEDED
+
+    # -- persistence -------------------------------------------------------------------
+
     def snapshot(self) -> dict[str, Any]:
         """The machine's state as plain data, for a driver that must survive a restart."""
-        return {
-            "startedAt": self.started_at,
-            "deadline": self.deadline,
-            "timedOut": self.timed_out,
-            "outcome": None
-            if self.outcome is None
-            else {
-                "outcome": self.outcome.outcome.value,
-                "reason": self.outcome.reason,
-                "failedNode": self.outcome.failed_node,
-            },
-            "nodes": {
-                name: {
-                    "phase": s.phase.value,
-                    "attempt": s.attempt,
-                    "firstStarted": s.first_started,
-                    "started": s.started,
-                    "finished": s.finished,
-                    "retryAt": s.retry_at,
-                    "deadline": s.deadline,
-                    "error": s.error,
-                }
-                for name, s in self.nodes.items()
-            },
-        }
+        from taskiq_flow.core.snapshots import snapshot
 
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        """Load a ``snapshot()``; steps in flight stay in flight (their results will come)."""
-        self.started_at = snapshot.get("startedAt")
-        self.deadline = snapshot.get("deadline")
-        self.timed_out = bool(snapshot.get("timedOut", False))
-        done = snapshot.get("outcome")
-        if done is not None:
-            self.outcome = Finish(RunOutcome(done["outcome"]), done["reason"], done["failedNode"])
-        succeeded_like: set[str] = set()
-        for name, data in snapshot["nodes"].items():
-            state = self.nodes[name]
-            state.phase = Phase(data["phase"])
-            state.attempt = data["attempt"]
-            state.first_started = data.get("firstStarted")
-            state.started = data.get("started")
-            state.finished = data.get("finished")
-            state.retry_at = data.get("retryAt")
-            state.deadline = data.get("deadline")
-            state.error = data.get("error")
-            if state.phase in TERMINAL:
-                self._terminal += 1
-            if self._releases(state.phase):
-                succeeded_like.add(name)
-            if state.phase is Phase.RUNNING:
-                self.running.add(name)
-                if state.deadline is not None:
-                    heapq.heappush(self._timers, (state.deadline, state.attempt, name))
-            elif state.phase is Phase.RETRYING and state.retry_at is not None:
-                heapq.heappush(self._timers, (state.retry_at, state.attempt + 1, name))
-        for name in self.plan.order:
-            self._waiting[name] = len({d for d in self.plan.deps(name) if d not in succeeded_like})
-            if self._waiting[name] == 0 and self.nodes[name].phase is Phase.PENDING:
-                heapq.heappush(self._ready, self.plan.index[name])
+        return snapshot(self)
 
-    # -- internals ---------------------------------------------------------------------
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a ``snapshot()``; tasks in flight stay in flight (their results will come)."""
+        from taskiq_flow.core.snapshots import restore
+
+        restore(self, data)
+
+    # -- internals: steps --------------------------------------------------------------
+
+    def _after(self, now: float, actions: list[Action]) -> list[Action]:
+        self._pump(now, actions)
+        self._maybe_finish(actions)
+        return actions
 
     def _current(self, node: str, attempt: int) -> NodeState | None:
         if self.outcome is not None:
@@ -268,11 +306,30 @@ class RunMachine:
             return None
         return state
 
-    def _timer_live(self, when: float, attempt: int, node: str) -> bool:
+    def _timer_live(self, when: float, attempt: int, node: str, item: int) -> bool:
+        if item != STEP:
+            fan = self.fanouts.get(node)
+            return (
+                fan is not None
+                and self.nodes[node].phase is Phase.RUNNING
+                and fan.timers.get(item) == when
+                and fan.attempt_of(item) + (fan.phases[item] == ItemPhase.RETRYING) == attempt
+            )
         state = self.nodes[node]
         if state.phase is Phase.RETRYING:
             return state.attempt == attempt - 1 and state.retry_at == when
         return state.phase is Phase.RUNNING and state.attempt == attempt and state.deadline == when
+
+    def _step_timer(self, node: str, attempt: int, now: float, actions: list[Action]) -> None:
+        state = self.nodes[node]
+        if state.phase is Phase.RETRYING and state.attempt == attempt - 1:
+            state.phase = Phase.PENDING
+            state.retry_at = None
+            heapq.heappush(self._ready, self.plan.index[node])
+        elif state.phase is Phase.RUNNING and state.attempt == attempt:
+            limit = self.plan.nodes[node].timeout
+            assert limit is not None
+            self._fail_attempt(node, state, timeout_error(limit), now, True, actions)
 
     def _releases(self, phase: Phase) -> bool:
         # SKIP_FAILED lets consumers of a failed step run without its output.
@@ -307,19 +364,23 @@ class RunMachine:
         state.error = error
         policy = self.plan.nodes[node].retry
         assert state.first_started is not None
-        retry_at = (
-            policy.next_retry_at(state.attempt, state.first_started, now, self._rng())
-            if retryable
-            else None
+        retry_at = retry_time(
+            policy, state.attempt, state.first_started, now, self._rng(), error, retryable
         )
         if retry_at is not None:
             self.running.discard(node)
             state.phase = Phase.RETRYING
             state.deadline = None
             state.retry_at = retry_at
-            heapq.heappush(self._timers, (retry_at, state.attempt + 1, node))
+            heapq.heappush(self._timers, (retry_at, state.attempt + 1, node, STEP))
             actions.append(Retry(node, state.attempt + 1, retry_at, error))
             return
+        self._fail_step(node, state, error, now, actions)
+
+    def _fail_step(
+        self, node: str, state: NodeState, error: str, now: float, actions: list[Action]
+    ) -> None:
+        state.error = error
         self._settle(node, state, Phase.FAILED, now)
         actions.append(Fail(node, state.attempt, error))
         if self.error_mode is ErrorHandlingMode.FAIL_FAST:
@@ -351,6 +412,7 @@ class RunMachine:
             self._settle(name, state, Phase.CANCELLED, now)
             actions.append(Cancel(name, reason, was_running))
         self._ready.clear()
+        self._spreading.clear()
         self._timers.clear()
         self.outcome = Finish(outcome, reason, failed_node)
         actions.append(self.outcome)
@@ -358,6 +420,10 @@ class RunMachine:
     def _pump(self, now: float, actions: list[Action]) -> None:
         if self.outcome is not None:
             return
+        self._pump_steps(now, actions)
+        self._pump_items(now, actions)
+
+    def _pump_steps(self, now: float, actions: list[Action]) -> None:
         while self._ready:
             if self.max_in_flight is not None and len(self.running) >= self.max_in_flight:
                 return
@@ -375,12 +441,121 @@ class RunMachine:
             state.started = now
             if state.first_started is None:
                 state.first_started = now
-            timeout = self.plan.nodes[name].timeout
-            state.deadline = None if timeout is None else now + timeout
-            if state.deadline is not None:
-                heapq.heappush(self._timers, (state.deadline, state.attempt, name))
             self.running.add(name)
+            step = self.plan.nodes[name]
+            if step.fan_out:
+                # Its timeout applies to each item; the step waits for its item count.
+                actions.append(Expand(name, state.attempt))
+                continue
+            state.deadline = None if step.timeout is None else now + step.timeout
+            if state.deadline is not None:
+                heapq.heappush(self._timers, (state.deadline, state.attempt, name, STEP))
             actions.append(Dispatch(name, state.attempt))
+
+    # -- internals: items of fan-out steps ---------------------------------------------
+
+    def _current_item(
+        self, node: str, attempt: int, item: int, item_attempt: int
+    ) -> tuple[NodeState, Fanout] | None:
+        state = self._current(node, attempt)
+        fan = self.fanouts.get(node)
+        if state is None or fan is None or fan.attempt != attempt:
+            return None
+        if not fan.is_current(item, item_attempt):
+            return None
+        return state, fan
+
+    def _queue_items(self, node: str, fan: Fanout) -> None:
+        # A step queued twice costs one extra pop: cheaper than tracking membership.
+        if fan.startable():
+            heapq.heappush(self._spreading, self.plan.index[node])
+
+    def _pump_items(self, now: float, actions: list[Action]) -> None:
+        while self._spreading:
+            name = self.plan.order[self._spreading[0]]
+            fan = self.fanouts[name]
+            state = self.nodes[name]
+            if state.phase is not Phase.RUNNING or fan.attempt != state.attempt:
+                heapq.heappop(self._spreading)
+                continue
+            timeout = self.plan.nodes[name].timeout
+            while fan.startable():
+                # Like steps: admission may wait, but never while no task runs at all.
+                if self.admit_item is not None and not self.admit_item() and self.in_flight():
+                    return
+                item, item_attempt = fan.take(now)
+                if timeout is not None:
+                    fan.timers[item] = now + timeout
+                    heapq.heappush(self._timers, (now + timeout, item_attempt, name, item))
+                actions.append(DispatchItem(name, fan.attempt, item, item_attempt))
+            heapq.heappop(self._spreading)
+            # A step whose window is full comes back when one of its items finishes.
+
+    def _item_timer(
+        self, node: str, item: int, attempt: int, when: float, now: float, actions: list[Action]
+    ) -> None:
+        if not self._timer_live(when, attempt, node, item):
+            return
+        fan = self.fanouts[node]
+        state = self.nodes[node]
+        if fan.phases[item] == ItemPhase.RETRYING:
+            fan.retry_due(item)
+            self._queue_items(node, fan)
+            return
+        limit = self.plan.nodes[node].timeout
+        assert limit is not None
+        self._fail_item(node, state, fan, item, timeout_error(limit), now, True, actions)
+
+    def _fail_item(
+        self,
+        node: str,
+        state: NodeState,
+        fan: Fanout,
+        item: int,
+        error: str,
+        now: float,
+        retryable: bool,
+        actions: list[Action],
+    ) -> None:
+        attempt = fan.attempt_of(item)
+        policy = self.plan.nodes[node].retry
+        retry_at = retry_time(
+            policy, attempt, fan.first_start(item), now, self._rng(), error, retryable
+        )
+        if retry_at is not None:
+            fan.wait_retry(item, retry_at)
+            heapq.heappush(self._timers, (retry_at, attempt + 1, node, item))
+            actions.append(Retry(node, attempt + 1, retry_at, error, item=item))
+        else:
+            fan.finish(item, ItemPhase.FAILED)
+            fan.errors[item] = error
+            actions.append(Fail(node, attempt, error, item=item))
+            if self.error_mode is ErrorHandlingMode.FAIL_FAST:
+                # The step fails at once; its other items are abandoned with the run.
+                self._fail_step(node, state, _items_error(fan), now, actions)
+                return
+        self._item_settled(node, state, fan, now, actions)
+
+    def _item_settled(
+        self, node: str, state: NodeState, fan: Fanout, now: float, actions: list[Action]
+    ) -> None:
+        if fan.complete:
+            self._complete_fanout(node, state, fan, now, actions)
+        else:
+            self._queue_items(node, fan)  # its window may have room again
+
+    def _complete_fanout(
+        self, node: str, state: NodeState, fan: Fanout, now: float, actions: list[Action]
+    ) -> None:
+        # Under ContinueOnError a step with failed items still keeps the good ones' results
+        # (its consumers are skipped); under SkipFailed the failed items are left out.
+        step = self.plan.nodes[node]
+        actions.append(Gather(node, fan.attempt, tuple(fan.kept()), step.filter_items))
+        if fan.failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
+            self._fail_step(node, state, _items_error(fan), now, actions)
+            return
+        self._settle(node, state, Phase.SUCCEEDED, now)
+        self._release_dependents(node)
 
     def _maybe_finish(self, actions: list[Action]) -> None:
         if self.outcome is not None or self._terminal < len(self.nodes):
@@ -393,3 +568,10 @@ class RunMachine:
         else:
             self.outcome = Finish(RunOutcome.SUCCEEDED, "all steps finished")
         actions.append(self.outcome)
+
+
+def _items_error(fan: Fanout) -> str:
+    first = fan.first_error()
+    assert first is not None
+    item, error = first
+    return f"{fan.failed} of {fan.total} items failed; item {item}: {error}"

@@ -14,12 +14,20 @@ __all__ = ["NodeSpec", "Plan", "Step"]
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """One schedulable step: its name, the steps it waits for, retries and timeout."""
+    """One schedulable step: its name, the steps it waits for, retries and timeout.
+
+    A ``fan_out`` step runs one task per item (at most ``max_parallel`` at once); with
+    ``filter_items`` its output is the items whose task returned a truthy value.
+    ``retry`` and ``timeout`` then apply to each item.
+    """
 
     name: str
     deps: tuple[str, ...] = ()
     retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
+    fan_out: bool = False
+    max_parallel: int | None = None
+    filter_items: bool = False
 
 
 class Step(Protocol):
@@ -36,6 +44,15 @@ class Step(Protocol):
 
     @property
     def timeout(self) -> float | None: ...
+
+    @property
+    def fan_out(self) -> bool: ...
+
+    @property
+    def max_parallel(self) -> int | None: ...
+
+    @property
+    def filter_items(self) -> bool: ...
 
 
 class Plan:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NO_RETRY", "RetryPolicy"]
+from taskiq_flow.errors import names_unknown_task
+
+__all__ = ["NO_RETRY", "RetryPolicy", "is_retryable", "retry_time"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +64,27 @@ class RetryPolicy:
 # The policy of every step that sets none: immutable, so one object serves them all (a
 # 10,000-step graph would otherwise hold 10,000 equal copies).
 NO_RETRY = RetryPolicy()
+
+
+def is_retryable(error: str, retryable: bool | None = None) -> bool:
+    """Whether a failure may be retried: a driver may say it may not (its input was
+    invalid); an unknown task name never is, it would fail the same way again."""
+    if retryable is not None:
+        return retryable
+    return not names_unknown_task(error)
+
+
+def retry_time(
+    policy: RetryPolicy,
+    failed_attempt: int,
+    first_started: float,
+    now: float,
+    rand: float,
+    error: str,
+    retryable: bool | None = None,
+) -> float | None:
+    """When attempt ``failed_attempt + 1`` of a step or item starts, or ``None`` when the
+    failure is final: the one rule for steps and items on every driver."""
+    if not is_retryable(error, retryable):
+        return None
+    return policy.next_retry_at(failed_attempt, first_started, now, rand)

@@ -21,9 +21,12 @@ from taskiq_flow.errors import (
     UnknownDependencyError,
 )
 
-__all__ = ["DAG", "NOTHING", "DAGNode", "NodeKind"]
+__all__ = ["DAG", "NOTHING", "POSITIONAL_ITEM", "DAGNode", "NodeKind"]
 
 NodeKind = Literal["task", "map", "reduce"]
+
+POSITIONAL_ITEM = "*"
+"""A map step's ``map_param`` that passes each item as the first positional argument."""
 
 # What a node holds when it has no args, optional inputs, resources or bindings: one shared
 # read-only mapping instead of an empty dict per node (64 bytes each, four per node).
@@ -73,6 +76,9 @@ class DAGNode:
     # Set by the DAG: tuples, not sets (a set costs 216 bytes even when it holds one name).
     deps: tuple[str, ...] = field(default=(), repr=False)
     downstream: tuple[str, ...] = field(default=(), repr=False)
+    # The data name passed as the first positional argument (a sequential pipeline's
+    # previous output), so no driver needs to know the task's parameter names.
+    first_arg: str | None = None
 
     @property
     def dependencies(self) -> frozenset[str]:
@@ -83,6 +89,11 @@ class DAGNode:
     def dependents(self) -> frozenset[str]:
         """The steps that wait for this node (set by the DAG)."""
         return frozenset(self.downstream)
+
+    @property
+    def fan_out(self) -> bool:
+        """Whether the step runs one task per item (a map or filter step)."""
+        return self.kind == "map"
 
     @property
     def output(self) -> str:

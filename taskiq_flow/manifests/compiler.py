@@ -22,7 +22,7 @@ from typing import Any
 from taskiq.abc.broker import AsyncBroker
 
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
-from taskiq_flow.dataflow.dag import DAG, NOTHING, DAGNode
+from taskiq_flow.dataflow.dag import DAG, NOTHING, POSITIONAL_ITEM, DAGNode
 from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.decorators import context_parameter
 from taskiq_flow.errors import (
@@ -342,6 +342,7 @@ class _Compiler:
         depends_on: Sequence[str] = (),
         over: str | None = None,
         item: str | None = None,
+        first_arg: str | None = None,
     ) -> DAGNode:
         each = step.each
         return DAGNode(
@@ -361,7 +362,27 @@ class _Compiler:
             map_param=item,
             max_parallel=each.max_parallel if each is not None else None,
             filter_items=step.filter is not None,
+            first_arg=first_arg,
         )
+
+    def item_passing(self, index: int, step: StepSpec, item: str | None) -> str:
+        """How each item reaches the task: by ``map.as``, else as its first positional
+        argument (so that a driver without the task's code passes it the same way)."""
+        each = step.each
+        assert each is not None
+        if each.as_ is not None:
+            return each.as_
+        signature = self.signatures.get(index)
+        if signature is not None and item is not None and item != signature.first:
+            key = "map" if step.map is not None else "filter"
+            self.problem(
+                index,
+                f".{key}",
+                f"each item is passed as the first argument of {step.task!r}, "
+                f"{signature.first!r}, but {item!r} is the parameter left for it: "
+                f"set {key}.as",
+            )
+        return POSITIONAL_ITEM
 
     def item_param(self, index: int, step: StepSpec, taken: Iterable[str]) -> str | None:
         each = step.each
@@ -415,7 +436,14 @@ class _Compiler:
                 optional.pop(item or "", None)
             self.check_call(index, step, inputs, item)
             nodes.append(
-                self.node(index, step, inputs, optional=optional, over=over, item=item or "item")
+                self.node(
+                    index,
+                    step,
+                    inputs,
+                    optional=optional,
+                    over=over,
+                    item=self.item_passing(index, step, item),
+                )
                 if each is not None
                 else self.node(index, step, inputs, optional=optional)
             )
@@ -445,7 +473,9 @@ class _Compiler:
                         )
                     item = self.item_param(index, step, extra)
                     self.check_call(index, step, extra, item)
-                    node = self.node(index, step, extra, over=over, item=item or "item")
+                    node = self.node(
+                        index, step, extra, over=over, item=self.item_passing(index, step, item)
+                    )
                 else:
                     if step.inputs is not None:
                         inputs = extra
@@ -465,7 +495,12 @@ class _Compiler:
                     self.check_call(index, step, extra, item)
                     over = each.over or flowing
                     node = self.node(
-                        index, step, extra, depends_on=after, over=over, item=item or "item"
+                        index,
+                        step,
+                        extra,
+                        depends_on=after,
+                        over=over,
+                        item=self.item_passing(index, step, item),
                     )
                 else:
                     first = flowing
@@ -483,13 +518,17 @@ class _Compiler:
                             )
                         else:
                             first = free[0]
+                            if first != signature.first:
+                                self.problem(
+                                    index,
+                                    ".task",
+                                    f"the previous step's output is passed as the first "
+                                    f"argument of {step.task!r}, {signature.first!r}, which "
+                                    "inputs or args set too",
+                                )
                     self.check_call(index, step, [first, *extra], None)
                     node = self.node(
-                        index,
-                        step,
-                        [flowing, *extra],
-                        bindings={first: flowing} if first != flowing else None,
-                        depends_on=after,
+                        index, step, [flowing, *extra], depends_on=after, first_arg=flowing
                     )
             nodes.append(node)
             previous = step

@@ -234,9 +234,11 @@ class MapSpec(_Model):
     """Run the step's task once per item of a list.
 
     In dataflow mode ``over`` names the list (an input or another step's output) and
-    ``as`` the parameter that receives each item (default: the task's first required
-    parameter). In sequential mode both may be omitted: the list is the previous step's
-    output and the item is the task's first argument.
+    ``as`` the parameter that receives each item (default: the item is passed as the
+    task's first positional argument). In sequential mode both may be omitted: the list
+    is the previous step's output and the item is the task's first argument. Passing
+    by position needs no task code, so the operator passes items exactly as
+    ``taskiq-flow run`` does.
     """
 
     over: DataName | None = Field(default=None, description="Data name of the list.")

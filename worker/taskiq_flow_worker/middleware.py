@@ -28,6 +28,7 @@ from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.decor import AsyncTaskiqDecoratedTask
 from taskiq.exceptions import NoResultError
 
+from taskiq_flow.core import keeps
 from taskiq_flow.errors import UnknownTaskError
 from taskiq_flow_worker import protocol as p
 
@@ -129,9 +130,15 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
                 await self._append_event(message, json.loads(done))
             return message
         _skip.set(None)
+        message.args = [await self._resolve(v) for v in message.args]
         message.kwargs = {k: await self._resolve(v) for k, v in message.kwargs.items()}
         param = labels.get(p.LABEL_FILTER)
-        _item.set(None if param is None else p.dumps(message.kwargs.get(str(param))))
+        if param is None:
+            _item.set(None)
+        elif param == p.POSITIONAL:
+            _item.set(p.dumps(message.args[0]) if message.args else None)
+        else:
+            _item.set(p.dumps(message.kwargs.get(str(param))))
         message.labels[_STARTED] = str(time.time())
         return message
 
@@ -160,7 +167,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         elif p.LABEL_FILTER in labels:
             # An item of a filter step: its output is the item itself, if the task kept it.
             text = _item.get()
-            info["keep"] = bool(result.return_value) and text is not None
+            info["keep"] = keeps(result.return_value) and text is not None
             if info["keep"] and text is not None:
                 info["size"] = len(text.encode())
                 pipe.set(p.output_key(run, step, index), text, ex=ttl)
@@ -185,6 +192,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
             attempt=int(labels.get(p.LABEL_ATTEMPT, 1)),
             ok=bool(info["ok"]),
             item=None if item is None else int(item),
+            item_attempt=int(labels.get(p.LABEL_ITEM_ATTEMPT, 1)),
             error=info.get("error"),
             started=info.get("started"),
             finished=info.get("finished"),

@@ -3,9 +3,10 @@
 The operator imports this module; the worker never imports the operator.
 
 - Every message the operator kicks carries ``tfo_run`` (the run's uid), ``tfo_step``,
-  ``tfo_attempt`` and, for an item of a map step, ``tfo_item``; an item of a filter step
-  also carries ``tfo_filter``, the parameter that receives the item. Its task id is
-  ``<run-uid>.<step>.<attempt>[.<item>]``.
+  ``tfo_attempt`` and, for an item of a map step, ``tfo_item`` (and ``tfo_item_attempt``
+  from its second attempt on); an item of a filter step also carries ``tfo_filter``, the
+  parameter that receives the item (``*``: the first positional argument). Its task id
+  is the core's (``taskiq_flow.core.task_id``).
 - Keyword arguments that are outputs of earlier steps travel as references
   (``{"$tfref": key}``, ``{"$tfref": key, "index": i}``, ``{"$tfitems": key, "count": n}``)
   and the worker resolves them from Redis (``"indices"`` instead of ``"count"`` lists the
@@ -23,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskiq_flow.core import task_id
+
 __all__ = [
     "CANCELLED_TTL_SECONDS",
     "DEFAULT_EVENTS_STREAM",
@@ -31,6 +34,8 @@ __all__ = [
     "LABEL_EVENTS",
     "LABEL_FILTER",
     "LABEL_ITEM",
+    "LABEL_ITEM_ATTEMPT",
+    "POSITIONAL",
     "LABEL_RUN",
     "LABEL_STEP",
     "LABEL_TTL",
@@ -51,7 +56,9 @@ LABEL_RUN = "tfo_run"
 LABEL_STEP = "tfo_step"
 LABEL_ATTEMPT = "tfo_attempt"
 LABEL_ITEM = "tfo_item"
+LABEL_ITEM_ATTEMPT = "tfo_item_attempt"
 LABEL_FILTER = "tfo_filter"
+POSITIONAL = "*"  # a ``tfo_filter`` value: the item is the message's first positional argument
 LABEL_EVENTS = "tfo_events"
 LABEL_TTL = "tfo_ttl"
 
@@ -59,12 +66,6 @@ KEY_PREFIX = "tfo:"
 DEFAULT_EVENTS_STREAM = "tfo:events"
 DEFAULT_OUTPUT_TTL_SECONDS = 86_400
 CANCELLED_TTL_SECONDS = 86_400
-
-
-def task_id(run: str, step: str, attempt: int, item: int | None = None) -> str:
-    """The deterministic task id: a re-kick after a restart is recognisable."""
-    base = f"{run}.{step}.{attempt}"
-    return base if item is None else f"{base}.{item}"
 
 
 def run_pattern(run: str) -> str:
@@ -118,6 +119,7 @@ class StepEvent:
     attempt: int
     ok: bool
     item: int | None = None
+    item_attempt: int = 1
     error: str | None = None
     started: float | None = None
     finished: float | None = None
@@ -135,6 +137,7 @@ class StepEvent:
         }
         optional = {
             "item": self.item,
+            "itemAttempt": self.item_attempt if self.item_attempt != 1 else None,
             "error": self.error,
             "started": self.started,
             "finished": self.finished,
@@ -168,6 +171,7 @@ class StepEvent:
             attempt=int(text["attempt"]),
             ok=text["ok"] == "1",
             item=integer("item"),
+            item_attempt=integer("itemAttempt") or 1,
             error=text.get("error"),
             started=number("started"),
             finished=number("finished"),

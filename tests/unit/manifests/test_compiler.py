@@ -8,6 +8,7 @@ import pytest
 from taskiq import InMemoryBroker
 
 from taskiq_flow import ExecutionEngine
+from taskiq_flow.dataflow.dag import POSITIONAL_ITEM
 from taskiq_flow.errors import ErrorHandlingMode
 from taskiq_flow.manifests.compiler import (
     CompiledPipeline,
@@ -118,12 +119,14 @@ class TestDataflow:
             inputs=[{"name": "path", "default": "abcd"}],
         )
         node = compiled.dag.nodes["doubled"]
+        # Without map.as the item is the first positional argument, on every driver.
         assert (node.kind, node.map_over, node.map_param, node.max_parallel) == (
             "map",
             "numbers",
-            "value",
+            POSITIONAL_ITEM,
             2,
         )
+        assert compiled.dag.nodes["evens"].map_param == "number"
         assert compiled.dag.nodes["evens"].filter_items
         outputs = await _run(compiled)
         assert outputs == {"numbers": [4, 2, 3], "doubled": [8, 4, 6], "evens": [4, 2], "sum": 9}
@@ -154,10 +157,12 @@ class TestSequential:
         )
         nodes = compiled.dag.nodes
         assert nodes["load"].inputs == ("path",)
-        assert (nodes["evens"].map_over, nodes["evens"].map_param) == ("load", "number")
+        # The previous output, and each item, go as the first positional argument: a
+        # driver without the task code (the operator) passes them the same way.
+        assert (nodes["evens"].map_over, nodes["evens"].map_param) == ("load", POSITIONAL_ITEM)
         assert nodes["doubled"].map_over == "evens"
-        assert nodes["sum"].bindings == {"numbers": "doubled"}
-        assert nodes["scaled"].bindings == {"amount": "sum"}
+        assert (nodes["sum"].first_arg, nodes["sum"].inputs) == ("doubled", ("doubled",))
+        assert nodes["scaled"].first_arg == "sum"
         assert [len(level) for level in compiled.dag.levels] == [1, 1, 1, 1, 1]
         outputs = await _run(compiled, path="abcdef")
         assert outputs["evens"] == [6, 2]
