@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from taskiq_flow.core.retry import NO_RETRY
 from taskiq_flow.dataflow.builder import DAGBuilder, node_for_task
 from taskiq_flow.dataflow.dag import DAG, DAGNode
+from taskiq_flow.decorators import get_task_spec
+from taskiq_flow.errors import TaskDefinitionError
 
 __all__ = ["DataflowRegistry"]
+
+_UNSET: Any = object()  # max_retry_time=None means "no cap", so absence needs its own mark
 
 
 class DataflowRegistry:
@@ -22,14 +28,41 @@ class DataflowRegistry:
         task: Any,
         output: str | Sequence[str] | None = None,
         inputs: Sequence[str] | None = None,
+        *,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: float | None = None,
+        retry_jitter: bool | None = None,
+        max_retry_time: float | object | None = _UNSET,
         **meta: Any,
     ) -> DAGNode:
         """Register ``task``; ``output``/``inputs`` override its ``@pipeline_task``.
 
-        ``meta`` takes the options of ``node_for_task`` (``name``, ``depends_on``,
-        ``retry``, ``timeout``, ``resources``, ``args``). Registering a name again
-        replaces the earlier registration.
+        The retry options (``retries``, ``retry_delay``, ``retry_backoff``,
+        ``retry_jitter``, ``max_retry_time``) and ``resources`` and ``timeout`` mean what
+        they mean in ``@pipeline_task`` and override the task's own; the options not given
+        keep the task's values. ``meta`` also takes ``name``, ``depends_on``, ``args``
+        and a ready ``retry`` policy. Registering a name again replaces the earlier
+        registration.
         """
+        changes: dict[str, Any] = {
+            "retries": retries,
+            "delay": retry_delay,
+            "backoff": retry_backoff,
+            "jitter": retry_jitter,
+        }
+        given: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        if max_retry_time is not _UNSET:
+            given["max_retry_time"] = max_retry_time
+        if given:
+            if "retry" in meta:
+                raise TypeError("pass either retry= or the retry_* options, not both")
+            spec = get_task_spec(task) if not isinstance(task, str) else None
+            base = spec.retry if spec is not None else NO_RETRY
+            try:
+                meta["retry"] = dataclasses.replace(base, **given)
+            except ValueError as exc:
+                raise TaskDefinitionError(f"invalid retry options: {exc}") from exc
         node = node_for_task(task, output, inputs, **meta)
         self._nodes[node.name] = node
         return node

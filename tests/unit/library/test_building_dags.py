@@ -11,6 +11,7 @@ from taskiq import InMemoryBroker
 from taskiq_flow import DataflowPipeline, DataflowRegistry, ExecutionEngine, pipeline_task
 from taskiq_flow.dataflow import DAG, DAGNode
 from taskiq_flow.dataflow.cache import DataCache
+from taskiq_flow.errors import TaskDefinitionError
 
 
 def report_tasks(broker: InMemoryBroker) -> list[Any]:
@@ -376,3 +377,45 @@ def test_data_cache() -> None:
     cache.clear()
     assert not cache.has("features")
     assert cache.inject(["features", "tags"]) == {}
+
+
+async def test_register_task_takes_the_pipeline_task_options(broker: InMemoryBroker) -> None:
+    calls: list[int] = []
+
+    @broker.task
+    @pipeline_task(output="ignored", retry_backoff=3.0)
+    async def flaky(seed: int) -> int:
+        calls.append(seed)
+        if len(calls) < 3:
+            raise ConnectionError("not yet")
+        return seed * 2
+
+    registry = DataflowRegistry()
+    node = registry.register_task(
+        flaky,
+        output="doubled",
+        inputs=["seed"],
+        retries=2,
+        retry_delay=0.01,
+        retry_jitter=False,
+        max_retry_time=None,
+        resources={"cpu": 1},
+        timeout=5.0,
+    )
+    # Given options win; the one not given keeps the decorator's value.
+    assert (node.retry.retries, node.retry.delay, node.retry.backoff) == (2, 0.01, 3.0)
+    assert (node.retry.jitter, node.retry.max_retry_time) == (False, None)
+    assert (node.resources, node.timeout) == ({"cpu": 1}, 5.0)
+
+    engine = ExecutionEngine(broker, registry.build_dag())
+    assert await engine.execute({"seed": 4}) == {"doubled": 8}
+    assert engine.get_execution_report().steps["flaky"].attempts == 3
+
+
+def test_register_task_refuses_invalid_retry_options(broker: InMemoryBroker) -> None:
+    @broker.task
+    async def step(x: int) -> int:
+        return x
+
+    with pytest.raises(TaskDefinitionError, match="backoff"):
+        DataflowRegistry().register_task(step, output="y", retry_backoff=0.5)
