@@ -36,6 +36,7 @@ from taskiq_flow.core import (
     Skip,
     task_id,
 )
+from taskiq_flow.core.states import tracking_status
 from taskiq_flow.dataflow.cache import DataCache
 from taskiq_flow.dataflow.dag import DAG, POSITIONAL_ITEM, DAGNode
 from taskiq_flow.dispatch import Dispatcher
@@ -342,12 +343,12 @@ class _Run:
             raise
         if observer is not None:
             finish = self.machine.outcome
-            if finish is None or finish.outcome is RunOutcome.SUCCEEDED:
-                await observer.run_finished(self.run_id, "COMPLETED", result=outcome)
-            else:  # CONTINUE_ON_ERROR: outputs are returned, but steps failed
-                await observer.run_finished(
-                    self.run_id, "FAILED", result=outcome, error=finish.reason
-                )
+            assert finish is not None
+            # CONTINUE_ON_ERROR: outputs are returned, but steps failed.
+            error = None if finish.outcome is RunOutcome.SUCCEEDED else finish.reason
+            await observer.run_finished(
+                self.run_id, tracking_status(finish.outcome), result=outcome, error=error
+            )
         return outcome
 
     async def _loop(self, clock: Callable[[], float]) -> None:

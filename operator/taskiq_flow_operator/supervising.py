@@ -21,7 +21,7 @@ import aiohttp
 from pydantic import ValidationError
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from taskiq_flow.core.states import TERMINAL
+from taskiq_flow.core.states import FINISHED, TERMINAL
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings, compile_pipeline
 from taskiq_flow.manifests.models import Mode, PipelineRunSpec, PipelineSpec
 from taskiq_flow.manifests.problems import ManifestError
@@ -52,8 +52,6 @@ from taskiq_flow_worker import protocol as p
 __all__ = ["Operator", "OperatorConfig", "RunProblem", "describe_problem", "resolve_pipeline"]
 
 logger = logging.getLogger("taskiq_flow_operator")
-
-FINISHED = {"Succeeded", "Failed", "Cancelled"}
 
 
 @dataclass

@@ -40,6 +40,7 @@ from taskiq_flow.completions import (
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome, task_id
 from taskiq_flow.core.retry import retry_time
+from taskiq_flow.core.states import tracking_status
 from taskiq_flow.errors import format_error
 from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
 from taskiq_flow.tracking.remote import recorder_for
@@ -684,7 +685,7 @@ async def _track_finish(
         tracker.step_finished(run_id, step, spec.steps[step].name, error=error)
     await tracker.run_finished(
         run_id,
-        "COMPLETED" if error is None else "FAILED",
+        tracking_status(RunOutcome.SUCCEEDED if error is None else RunOutcome.FAILED),
         result=value,
         error=error,
         started_at=started_at,

@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-__all__ = ["TERMINAL", "Phase", "RunOutcome"]
+__all__ = ["FINISHED", "TERMINAL", "Phase", "RunOutcome", "tracking_status"]
 
 
 class Phase(StrEnum):
@@ -26,3 +26,19 @@ class RunOutcome(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+
+
+FINISHED = frozenset(outcome.value for outcome in RunOutcome)
+"""The phases of a run that is over, as a PipelineRun's ``status.phase`` spells them."""
+
+_TRACKING = {
+    RunOutcome.SUCCEEDED: "COMPLETED",
+    RunOutcome.FAILED: "FAILED",
+    RunOutcome.CANCELLED: "CANCELLED",
+}
+
+
+def tracking_status(outcome: RunOutcome) -> str:
+    """The tracking API's word for a run's outcome (its records keep the guide's
+    ``COMPLETED``/``FAILED``/``CANCELLED``); the one place the two vocabularies meet."""
+    return _TRACKING[outcome]

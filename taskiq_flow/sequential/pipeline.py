@@ -20,6 +20,7 @@ from taskiq_flow.chains.spec import ErrorPolicy, SequenceSpec, StepKind, StepSpe
 from taskiq_flow.chains.store import store_for
 from taskiq_flow.completions import Completion, CompletionChannel, channel_for, redis_pool_of
 from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.states import FINISHED
 from taskiq_flow.dataflow.builder import task_name_of
 from taskiq_flow.errors import PipelineError, PipelineTimeoutError, UnknownTaskError
 from taskiq_flow.hooks import resolve_observer
@@ -268,7 +269,7 @@ class PipelineTask:
     @property
     def is_finished(self) -> bool:
         """Whether the run ended, as of the last ``get_status``/``wait_result``."""
-        return self._status.get("phase") in ("Succeeded", "Failed", "Cancelled")
+        return self._status.get("phase") in FINISHED
 
     @property
     def is_failed(self) -> bool:
