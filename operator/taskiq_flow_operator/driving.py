@@ -6,7 +6,7 @@ filter keeps. The driver adds what only the cluster data path needs: one message
 step or item, arguments as Redis references, step events in, kicks and notes out. A
 filter step's workers store the item itself, for the items its task kept; a fan-out
 step's output is the stored items the core names when it gathers the step. The
-supervisor (``supervising``) carries out what it returns and persists ``snapshot()``.
+supervisor (``runs``) carries out what it returns and persists ``snapshot()``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,12 @@ class RunDriver:
                 name, attempt, event.item, event.item_attempt, error, now
             )
         self._apply(actions, now, step)
+        return step
+
+    def resume(self, now: float) -> Step:
+        """After ``restore``: send what may start now (results in flight will come)."""
+        step = Step()
+        self._apply(self.machine.refresh(now), now, step)
         return step
 
     def tick(self, now: float) -> Step:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,7 @@ from taskiq_flow_operator.kube import GROUP, VERSION, KubeClient
 from taskiq_flow_operator.serving import serve_http
 from taskiq_flow_operator.supervising import Operator
 
-__all__ = ["build_registry", "keep_transition_times"]
+__all__ = ["build_registry", "keep_transition_times", "login_in_kopf_order"]
 
 logger = logging.getLogger("taskiq_flow_operator")
 
@@ -28,6 +29,17 @@ def keep_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any]) ->
     return new
 
 
+def login_in_kopf_order(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in as kopf does by default: through pykube or the ``kubernetes`` client when
+    installed (so kubeconfigs with exec plugins, OIDC or cloud auth providers work), else
+    with the in-cluster service account or a plain kubeconfig."""
+    if importlib.util.find_spec("pykube") is not None:
+        return kopf.login_via_pykube(**kwargs)
+    if importlib.util.find_spec("kubernetes") is not None:
+        return kopf.login_via_client(**kwargs)
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 def build_registry(op: Operator, metrics_port: int | None) -> kopf.OperatorRegistry:
     """The operator's handlers, bound to ``op``."""
     registry = kopf.OperatorRegistry()
@@ -36,7 +48,7 @@ def build_registry(op: Operator, metrics_port: int | None) -> kopf.OperatorRegis
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = login_in_kopf_order(**kwargs)
         if info is not None:
             op.kube = KubeClient(info)
         return info

@@ -4,60 +4,34 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection
 
-from taskiq_flow.core.actions import (
-    Action,
-    Cancel,
-    Dispatch,
-    DispatchItem,
-    Expand,
-    Fail,
-    Finish,
-    Gather,
-    Retry,
-    Skip,
-)
-from taskiq_flow.core.fanout import Fanout, ItemPhase, keeps
+from taskiq_flow.core.actions import Action, Cancel, Dispatch, Expand, Fail, Finish, Retry, Skip
+from taskiq_flow.core.fanout import Fanout
+from taskiq_flow.core.items import ItemRules
 from taskiq_flow.core.plan import Plan
 from taskiq_flow.core.retry import is_retryable, retry_time
-from taskiq_flow.core.states import TERMINAL, Phase, RunOutcome
+from taskiq_flow.core.snapshots import Persistence
+from taskiq_flow.core.states import (
+    MISSING_INPUT,
+    STEP,
+    TERMINAL,
+    NodeState,
+    Phase,
+    RunOutcome,
+    timeout_error,
+)
 from taskiq_flow.errors import ErrorHandlingMode
 
+# NodeState, MISSING_INPUT and timeout_error live in ``states`` and are re-exported here,
+# where drivers met them first.
 __all__ = ["MISSING_INPUT", "NodeState", "RunMachine", "timeout_error"]
-
-MISSING_INPUT: Any = None
-"""What a step receives for an input whose producer the core let it do without (a step
-that failed under ``SkipFailed``): ``None``, on every driver."""
 
 Admit = Callable[[str, Collection[str]], bool]
 """``admit(step, running)``: may ``step`` start while ``running`` are in flight?"""
 
-STEP = -1  # the item number of a timer that belongs to a step, not to one of its items
 
-
-@dataclass(slots=True)
-class NodeState:
-    """What the machine knows of one step."""
-
-    phase: Phase = Phase.PENDING
-    attempt: int = 0
-    first_started: float | None = None
-    started: float | None = None
-    finished: float | None = None
-    retry_at: float | None = None
-    deadline: float | None = None
-    error: str | None = None
-
-
-def timeout_error(limit: float) -> str:
-    """The error of an attempt that outlived its step's ``timeout``."""
-    return f"TimeoutError: the step exceeded its timeout of {limit:g}s"
-
-
-class RunMachine:
+class RunMachine(ItemRules, Persistence):
     """Decides, for one run of a plan, what to dispatch, retry, skip or cancel.
 
     Drivers call ``start(now)`` once, then ``succeeded``/``failed`` as results arrive and
@@ -141,55 +115,6 @@ class RunMachine:
         self._fail_attempt(node, state, error, now, is_retryable(error, retryable), actions)
         return self._after(now, actions)
 
-    def expand(self, node: str, attempt: int, total: int, now: float) -> list[Action]:
-        """Answer to ``Expand``: the fan-out step's attempt has ``total`` items."""
-        state = self._current(node, attempt)
-        if state is None or (node in self.fanouts and self.fanouts[node].attempt == attempt):
-            return []
-        step = self.plan.nodes[node]
-        fan = self.fanouts[node] = Fanout(attempt, total, step.max_parallel)
-        actions: list[Action] = []
-        if total == 0:
-            self._complete_fanout(node, state, fan, now, actions)
-        else:
-            self._queue_items(node, fan)
-        return self._after(now, actions)
-
-    def item_succeeded(
-        self, node: str, attempt: int, item: int, item_attempt: int, now: float, result: Any = True
-    ) -> list[Action]:
-        """Attempt ``item_attempt`` of item ``item`` returned ``result`` (only a filter step
-        looks at it; a driver that cannot see it passes whether it was truthy)."""
-        found = self._current_item(node, attempt, item, item_attempt)
-        if found is None:
-            return []
-        state, fan = found
-        kept = not self.plan.nodes[node].filter_items or keeps(result)
-        fan.finish(item, ItemPhase.SUCCEEDED if kept else ItemPhase.DROPPED)
-        actions: list[Action] = []
-        self._item_settled(node, state, fan, now, actions)
-        return self._after(now, actions)
-
-    def item_failed(
-        self,
-        node: str,
-        attempt: int,
-        item: int,
-        item_attempt: int,
-        error: str,
-        now: float,
-        *,
-        retryable: bool | None = None,
-    ) -> list[Action]:
-        """Attempt ``item_attempt`` of item ``item`` failed with ``error``."""
-        found = self._current_item(node, attempt, item, item_attempt)
-        if found is None:
-            return []
-        state, fan = found
-        actions: list[Action] = []
-        self._fail_item(node, state, fan, item, error, now, is_retryable(error, retryable), actions)
-        return self._after(now, actions)
-
     def tick(self, now: float) -> list[Action]:
         """Time passed: start due retries, time out attempts, end an overdue run."""
         if self.outcome is not None or self.started_at is None:
@@ -269,27 +194,9 @@ class RunMachine:
         """Whether a result of ``attempt`` of ``node`` would be taken (not stale)."""
         return self._current(node, attempt) is not None
 
-    def item_current(self, node: str, attempt: int, item: int, item_attempt: int) -> bool:
-        """Whether a result of ``item_attempt`` of ``item`` would be taken (not stale)."""
-        return self._current_item(node, attempt, item, item_attempt) is not None
-
     def has_output(self, node: str) -> bool:
         """Whether ``node``'s output exists for its consumers (it succeeded)."""
         return self.nodes[node].phase is Phase.SUCCEEDED
-
-    # -- persistence -------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """The machine's state as plain data, for a driver that must survive a restart."""
-        from taskiq_flow.core.snapshots import snapshot
-
-        return snapshot(self)
-
-    def restore(self, data: Mapping[str, Any]) -> None:
-        """Load a ``snapshot()``; tasks in flight stay in flight (their results will come)."""
-        from taskiq_flow.core.snapshots import restore
-
-        restore(self, data)
 
     # -- internals: steps --------------------------------------------------------------
 
@@ -308,13 +215,7 @@ class RunMachine:
 
     def _timer_live(self, when: float, attempt: int, node: str, item: int) -> bool:
         if item != STEP:
-            fan = self.fanouts.get(node)
-            return (
-                fan is not None
-                and self.nodes[node].phase is Phase.RUNNING
-                and fan.timers.get(item) == when
-                and fan.attempt_of(item) + (fan.phases[item] == ItemPhase.RETRYING) == attempt
-            )
+            return self._item_timer_live(when, attempt, node, item)
         state = self.nodes[node]
         if state.phase is Phase.RETRYING:
             return state.attempt == attempt - 1 and state.retry_at == when
@@ -452,111 +353,6 @@ class RunMachine:
                 heapq.heappush(self._timers, (state.deadline, state.attempt, name, STEP))
             actions.append(Dispatch(name, state.attempt))
 
-    # -- internals: items of fan-out steps ---------------------------------------------
-
-    def _current_item(
-        self, node: str, attempt: int, item: int, item_attempt: int
-    ) -> tuple[NodeState, Fanout] | None:
-        state = self._current(node, attempt)
-        fan = self.fanouts.get(node)
-        if state is None or fan is None or fan.attempt != attempt:
-            return None
-        if not fan.is_current(item, item_attempt):
-            return None
-        return state, fan
-
-    def _queue_items(self, node: str, fan: Fanout) -> None:
-        # A step queued twice costs one extra pop: cheaper than tracking membership.
-        if fan.startable():
-            heapq.heappush(self._spreading, self.plan.index[node])
-
-    def _pump_items(self, now: float, actions: list[Action]) -> None:
-        while self._spreading:
-            name = self.plan.order[self._spreading[0]]
-            fan = self.fanouts[name]
-            state = self.nodes[name]
-            if state.phase is not Phase.RUNNING or fan.attempt != state.attempt:
-                heapq.heappop(self._spreading)
-                continue
-            timeout = self.plan.nodes[name].timeout
-            while fan.startable():
-                # Like steps: admission may wait, but never while no task runs at all.
-                if self.admit_item is not None and not self.admit_item() and self.in_flight():
-                    return
-                item, item_attempt = fan.take(now)
-                if timeout is not None:
-                    fan.timers[item] = now + timeout
-                    heapq.heappush(self._timers, (now + timeout, item_attempt, name, item))
-                actions.append(DispatchItem(name, fan.attempt, item, item_attempt))
-            heapq.heappop(self._spreading)
-            # A step whose window is full comes back when one of its items finishes.
-
-    def _item_timer(
-        self, node: str, item: int, attempt: int, when: float, now: float, actions: list[Action]
-    ) -> None:
-        if not self._timer_live(when, attempt, node, item):
-            return
-        fan = self.fanouts[node]
-        state = self.nodes[node]
-        if fan.phases[item] == ItemPhase.RETRYING:
-            fan.retry_due(item)
-            self._queue_items(node, fan)
-            return
-        limit = self.plan.nodes[node].timeout
-        assert limit is not None
-        self._fail_item(node, state, fan, item, timeout_error(limit), now, True, actions)
-
-    def _fail_item(
-        self,
-        node: str,
-        state: NodeState,
-        fan: Fanout,
-        item: int,
-        error: str,
-        now: float,
-        retryable: bool,
-        actions: list[Action],
-    ) -> None:
-        attempt = fan.attempt_of(item)
-        policy = self.plan.nodes[node].retry
-        retry_at = retry_time(
-            policy, attempt, fan.first_start(item), now, self._rng(), error, retryable
-        )
-        if retry_at is not None:
-            fan.wait_retry(item, retry_at)
-            heapq.heappush(self._timers, (retry_at, attempt + 1, node, item))
-            actions.append(Retry(node, attempt + 1, retry_at, error, item=item))
-        else:
-            fan.finish(item, ItemPhase.FAILED)
-            fan.errors[item] = error
-            actions.append(Fail(node, attempt, error, item=item))
-            if self.error_mode is ErrorHandlingMode.FAIL_FAST:
-                # The step fails at once; its other items are abandoned with the run.
-                self._fail_step(node, state, _items_error(fan), now, actions)
-                return
-        self._item_settled(node, state, fan, now, actions)
-
-    def _item_settled(
-        self, node: str, state: NodeState, fan: Fanout, now: float, actions: list[Action]
-    ) -> None:
-        if fan.complete:
-            self._complete_fanout(node, state, fan, now, actions)
-        else:
-            self._queue_items(node, fan)  # its window may have room again
-
-    def _complete_fanout(
-        self, node: str, state: NodeState, fan: Fanout, now: float, actions: list[Action]
-    ) -> None:
-        # Under ContinueOnError a step with failed items still keeps the good ones' results
-        # (its consumers are skipped); under SkipFailed the failed items are left out.
-        step = self.plan.nodes[node]
-        actions.append(Gather(node, fan.attempt, tuple(fan.kept()), step.filter_items))
-        if fan.failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
-            self._fail_step(node, state, _items_error(fan), now, actions)
-            return
-        self._settle(node, state, Phase.SUCCEEDED, now)
-        self._release_dependents(node)
-
     def _maybe_finish(self, actions: list[Action]) -> None:
         if self.outcome is not None or self._terminal < len(self.nodes):
             return
@@ -568,10 +364,3 @@ class RunMachine:
         else:
             self.outcome = Finish(RunOutcome.SUCCEEDED, "all steps finished")
         actions.append(self.outcome)
-
-
-def _items_error(fan: Fanout) -> str:
-    first = fan.first_error()
-    assert first is not None
-    item, error = first
-    return f"{fan.failed} of {fan.total} items failed; item {item}: {error}"

@@ -1,23 +1,57 @@
-"""A ``RunMachine`` as plain data and back, for a driver that must survive a restart."""
+"""A ``RunMachine`` as plain data and back, for a driver that must survive a restart.
+
+``Persistence`` is the machine's half that saves and loads its state (a mixin, like
+``items.ItemRules``): it shares the machine's fields, declared here.
+"""
 
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskiq_flow.core.actions import Finish
 from taskiq_flow.core.fanout import Fanout, ItemPhase
-from taskiq_flow.core.states import TERMINAL, Phase, RunOutcome
+from taskiq_flow.core.plan import Plan
+from taskiq_flow.core.states import STEP, TERMINAL, NodeState, Phase, RunOutcome
 
-if TYPE_CHECKING:
-    from taskiq_flow.core.machine import RunMachine
-
-__all__ = ["restore", "snapshot"]
+__all__ = ["Persistence"]
 
 
-def snapshot(machine: RunMachine) -> dict[str, Any]:
-    """The machine's state as JSON-ready data."""
+class Persistence(ABC):
+    """``snapshot()`` and ``restore()`` of ``RunMachine`` (a mixin: see the module doc)."""
+
+    plan: Plan
+    nodes: dict[str, NodeState]
+    fanouts: dict[str, Fanout]
+    running: set[str]
+    started_at: float | None
+    deadline: float | None
+    outcome: Finish | None
+    timed_out: bool
+    _waiting: dict[str, int]
+    _ready: list[int]
+    _timers: list[tuple[float, int, str, int]]
+    _terminal: int
+
+    @abstractmethod
+    def _releases(self, phase: Phase) -> bool: ...
+
+    @abstractmethod
+    def _queue_items(self, node: str, fan: Fanout) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The machine's state as plain data, for a driver that must survive a restart."""
+        return _snapshot(self)
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a ``snapshot()`` into a fresh machine of the same plan; attempts in flight
+        stay in flight (their results will come) and their timers are set again."""
+        _restore(self, data)
+
+
+def _snapshot(machine: Persistence) -> dict[str, Any]:
     outcome = machine.outcome
     return {
         "startedAt": machine.started_at,
@@ -47,11 +81,7 @@ def snapshot(machine: RunMachine) -> dict[str, Any]:
     }
 
 
-def restore(machine: RunMachine, data: Mapping[str, Any]) -> None:
-    """Load ``snapshot()`` data into a fresh machine of the same plan; attempts in flight
-    stay in flight (their results will come) and their timers are set again."""
-    from taskiq_flow.core.machine import STEP
-
+def _restore(machine: Persistence, data: Mapping[str, Any]) -> None:
     machine.started_at = data.get("startedAt")
     machine.deadline = data.get("deadline")
     machine.timed_out = bool(data.get("timedOut", False))
@@ -91,7 +121,7 @@ def restore(machine: RunMachine, data: Mapping[str, Any]) -> None:
             heapq.heappush(machine._ready, machine.plan.index[name])
 
 
-def _restore_items(machine: RunMachine, name: str, fan: Fanout) -> None:
+def _restore_items(machine: Persistence, name: str, fan: Fanout) -> None:
     for item, when in fan.timers.items():
         retrying = fan.phases[item] == ItemPhase.RETRYING
         attempt = fan.attempt_of(item) + (1 if retrying else 0)

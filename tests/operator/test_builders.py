@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from taskiq_flow.manifests.compiler import compile_pipeline
 from taskiq_flow.manifests.models import PipelineSpec
 from taskiq_flow_operator.deployments import (
     RedisSource,
@@ -19,8 +20,8 @@ from taskiq_flow_operator.deployments import (
 from taskiq_flow_operator.handlers import keep_transition_times
 from taskiq_flow_operator.metrics import Metrics
 from taskiq_flow_operator.notes import build_event
+from taskiq_flow_operator.resolving import RunProblem, resolve_pipeline
 from taskiq_flow_operator.statuses import build_invalid_pipeline_status, build_pipeline_status
-from taskiq_flow_operator.supervising import RunProblem, compile_for_operator, resolve_pipeline
 from tests.operator.pipelines import TASKS, dataflow_spec, filter_spec
 
 
@@ -157,7 +158,7 @@ def test_redis_url_from_a_secret() -> None:
 
 
 def test_pipeline_status_and_invalid_status() -> None:
-    compiled = compile_for_operator(PipelineSpec.model_validate(dataflow_spec()), "words")
+    compiled = compile_pipeline(PipelineSpec.model_validate(dataflow_spec()), name="words")
     status = build_pipeline_status(compiled, 3, "words-worker", 0.0)
     assert status["phase"] == "Ready"
     assert status["observedGeneration"] == 3
@@ -191,7 +192,7 @@ def test_resolving_a_run_names_what_is_wrong() -> None:
 
 
 def test_filter_steps_compile_like_map_steps() -> None:
-    compiled = compile_for_operator(PipelineSpec.model_validate(filter_spec()), "filters")
+    compiled = compile_pipeline(PipelineSpec.model_validate(filter_spec()), name="filters")
     node = compiled.dag.nodes["long"]
     assert (node.kind, node.filter_items, node.map_over, node.map_param) == (
         "map",

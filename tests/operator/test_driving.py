@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskiq_flow.manifests.compiler import compile_pipeline
 from taskiq_flow.manifests.models import PipelineRunSpec, PipelineSpec
 from taskiq_flow_operator.driving import RunDriver, Step
 from taskiq_flow_operator.statuses import build_run_status
-from taskiq_flow_operator.supervising import compile_for_operator
 from taskiq_flow_worker.protocol import StepEvent
 from tests.operator.pipelines import dataflow_spec
 
 
 def make_driver(spec: dict[str, Any] | None = None, **run: Any) -> RunDriver:
     pipeline = PipelineSpec.model_validate(spec or dataflow_spec())
-    compiled = compile_for_operator(pipeline, "words")
+    compiled = compile_pipeline(pipeline, name="words")
     run_spec = PipelineRunSpec.model_validate({"pipelineRef": {"name": "words"}, **run})
     inputs = compiled.run_inputs(run_spec.inputs)
     return RunDriver("uid-1", compiled, compiled.settings(run_spec), inputs)
