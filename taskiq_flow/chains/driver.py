@@ -39,6 +39,7 @@ from taskiq_flow.completions import (
     shared_client,
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome, task_id
+from taskiq_flow.core.fanout import item_failure_fails_step, keeps
 from taskiq_flow.core.retry import retry_time
 from taskiq_flow.core.states import tracking_status
 from taskiq_flow.errors import format_error
@@ -382,7 +383,7 @@ async def _item_finished(
                 )
             )
             return
-        if spec.on_error != "continue":
+        if item_failure_fails_step(spec.error_mode):
             await _finish(
                 run.broker,
                 run.store,
@@ -437,7 +438,8 @@ async def _item_finished(
         await run.store.update(run.run_id, {f"item_errors_{run.step}": failures})
     if step.kind == "filter":
         assert items is not None
-        value: Any = [items[i] for i in sorted(results) if results[i]["ok"] and results[i]["v"]]
+        kept = [i for i in sorted(results) if results[i]["ok"] and keeps(results[i]["v"])]
+        value: Any = [items[i] for i in kept]
     else:
         value = [p["v"] for p in ordered if p["ok"]]
     await _advance(

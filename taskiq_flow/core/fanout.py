@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["Fanout", "ItemPhase", "keeps"]
+from taskiq_flow.errors import ErrorHandlingMode
+
+__all__ = ["Fanout", "ItemPhase", "item_failure_fails_step", "keeps"]
 
 
 class ItemPhase(IntEnum):
@@ -34,6 +36,12 @@ _DONE = (ItemPhase.SUCCEEDED, ItemPhase.DROPPED, ItemPhase.FAILED)
 def keeps(result: Any) -> bool:
     """The filter rule: an item stays when its task returned a truthy value."""
     return bool(result)
+
+
+def item_failure_fails_step(mode: ErrorHandlingMode) -> bool:
+    """Whether an item that failed for good fails its step at once (``FAIL_FAST``); in
+    the other modes the step's other items still run."""
+    return mode is ErrorHandlingMode.FAIL_FAST
 
 
 @dataclass(slots=True)

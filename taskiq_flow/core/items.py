@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskiq_flow.core.actions import Action, DispatchItem, Fail, Gather, Retry
-from taskiq_flow.core.fanout import Fanout, ItemPhase, keeps
+from taskiq_flow.core.fanout import Fanout, ItemPhase, item_failure_fails_step, keeps
 from taskiq_flow.core.plan import Plan
 from taskiq_flow.core.retry import is_retryable, retry_time
 from taskiq_flow.core.states import NodeState, Phase, timeout_error
@@ -199,7 +199,7 @@ class ItemRules(ABC):
             fan.finish(item, ItemPhase.FAILED)
             fan.errors[item] = error
             actions.append(Fail(node, attempt, error, item=item))
-            if self.error_mode is ErrorHandlingMode.FAIL_FAST:
+            if item_failure_fails_step(self.error_mode):
                 # The step fails at once; its other items are abandoned with the run.
                 self._fail_step(node, state, _items_error(fan), now, actions)
                 return
