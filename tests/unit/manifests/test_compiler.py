@@ -333,3 +333,32 @@ class TestRunSettings:
         assert (policy.retries, policy.delay, policy.backoff, policy.max_delay) == (3, 1, 2, 60)
         assert policy.max_retry_time is None
         assert retry_policy(None).retries == 0
+
+
+def test_an_item_that_would_not_reach_its_parameter_asks_for_map_as() -> None:
+    # The item goes as the first positional argument: with `amount` set by args, it would
+    # land on `amount` too.
+    problems = _problems(
+        [
+            {
+                "name": "scaled",
+                "task": task_name("scale"),
+                "map": {"over": "numbers"},
+                "args": {"amount": 2},
+            }
+        ],
+        inputs=[{"name": "numbers"}],
+    )
+    assert "set map.as" in problems["spec.steps[0].map"]
+
+
+def test_a_previous_output_that_would_land_on_a_set_parameter_is_refused() -> None:
+    problems = _problems(
+        [
+            {"name": "load", "task": task_name("load")},
+            {"name": "scaled", "task": task_name("scale"), "args": {"amount": 2}},
+        ],
+        mode="sequential",
+        inputs=[{"name": "path"}],
+    )
+    assert "first argument" in problems["spec.steps[1].task"]
