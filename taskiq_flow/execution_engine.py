@@ -486,7 +486,9 @@ class _Run:
         source = state.items if action.of_source else state.results
         value = [source[i] for i in action.items]
         self.cache.set(state.node.output, value)
-        if self.engine.observer is not None and self.machine.has_output(action.node):
+        # The step may have failed with its good items kept (ContinueOnError).
+        succeeded = self.machine.nodes[action.node].phase is Phase.SUCCEEDED
+        if self.engine.observer is not None and succeeded:
             self._observe_end(action.node, result=value)
 
     def _observe_start(self, name: str) -> None:

@@ -121,7 +121,7 @@ class Store:
         result: dict[str, Any] = {}
         for name in driver.dag.plan.order:
             node = driver.dag.nodes[name]
-            if name not in driver.sizes or driver.machine.nodes[name].phase.value != "Succeeded":
+            if name not in driver.sizes or not driver.machine.has_output(name):
                 continue
             size = driver.sizes[name]
             if size > INLINE_OUTPUT_BYTES:

@@ -195,8 +195,13 @@ class RunMachine(ItemRules, Persistence):
         return self._current(node, attempt) is not None
 
     def has_output(self, node: str) -> bool:
-        """Whether ``node``'s output exists for its consumers (it succeeded)."""
-        return self.nodes[node].phase is Phase.SUCCEEDED
+        """Whether ``node``'s output exists: it succeeded, or it is a fan-out step whose
+        items all have their outcome (``ContinueOnError`` keeps the good items' results
+        of a step that failed)."""
+        if self.nodes[node].phase is Phase.SUCCEEDED:
+            return True
+        fan = self.fanouts.get(node)
+        return fan is not None and fan.complete
 
     # -- internals: steps --------------------------------------------------------------
 

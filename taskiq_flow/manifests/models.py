@@ -207,18 +207,23 @@ class WorkerSpec(_Model):
 
 
 class PipelineInput(_Model):
-    """An external input of the pipeline: required unless it has a default."""
+    """An external input of the pipeline: required unless it has a default.
+
+    A ``null`` default counts as none: the Kubernetes API server drops null fields, so a
+    cluster would never see it, and the manifest must mean the same everywhere.
+    """
 
     name: DataName = Field(description="The data name steps consume.")
     default: Any = Field(
-        default=None, description="JSON value used when the run does not give one."
+        default=None,
+        description="JSON value used when the run does not give one (null: no default).",
     )
     description: str | None = Field(default=None, description="What the input is for.")
 
     @property
     def required(self) -> bool:
         """True when the input has no default."""
-        return "default" not in self.model_fields_set
+        return self.default is None
 
 
 class RetrySpec(_Model):
