@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a real Redis server. The opt-in for tests/e2e."""
+"""Fixtures shared by every test: a real Redis server, the cluster tier's control plane
+(tests/kube). The opt-in for tests/e2e."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import pytest
 import redis
 
 from tests.redis_server import running_redis
+
+# kube_cluster and kube_env, for tests/cluster and tests/conformance (a plugin so that
+# any directory can use them).
+pytest_plugins = ("tests.kube.plugin",)
 
 E2E_DIR = Path(__file__).parent / "e2e"
 

@@ -4,7 +4,12 @@ kmock stores objects as plain JSON; ``FilledEmulator`` fills in what a real API 
 would: ``uid``, ``resourceVersion``, ``generation`` and ``creationTimestamp``
 (tests/README.md lists every gap). The "kubelet" starts real worker processes with the
 exact command, arguments and environment of each Deployment the operator wrote, as many
-as its ``spec.replicas``.
+as its ``spec.replicas`` (``tests.kube.pods``, shared with the cluster tier).
+
+What kmock cannot check is checked by tests/cluster against a real kube-apiserver:
+schema validation and defaulting, printer columns as ``kubectl get`` shows them, real
+uids and generations, Events as ``kubectl get events`` lists them, garbage collection
+through ``ownerReferences``, finalizers and deletion.
 """
 
 from __future__ import annotations
@@ -13,12 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +30,15 @@ import aiohttp.web
 import kmock
 from kmock._internal import enums
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kube import processes as kube_processes
+from tests.kube.pods import Pods
+
+# Moved to tests/kube (the cluster tier runs them too); still importable from here.
+from tests.kube.pods import container_env as container_env
+from tests.kube.processes import ROOT as ROOT
+from tests.kube.processes import Process as Process
+from tests.kube.processes import free_port as free_port
+
 GROUP = "flow.taskiq.dev/v1alpha1"
 NAMESPACE = "tf-test"
 T = TypeVar("T")
@@ -121,13 +128,6 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         info.kind = kind
         info.namespaced = False
         info.verbs = {"get", "list", "watch"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(
@@ -220,43 +220,8 @@ class Cluster:
         await self.session.close()
 
 
-class Process:
-    """A child process with its output in a log file."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.handle = log.open("ab")
-        # Its own process group, like a pod: killing it kills the worker's children too.
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=ROOT,
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.handle.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-class Operator:
-    """``python -m taskiq_flow_operator`` against the emulator."""
+class Operator(kube_processes.Operator):
+    """``python -m taskiq_flow_operator`` against the emulator, in namespace ``tf-test``."""
 
     def __init__(
         self,
@@ -268,105 +233,35 @@ class Operator:
         name: str = "operator",
         args: tuple[str, ...] = (),
     ) -> None:
-        """``name`` names the logs and, as ``$POD_ID``, kopf's peering identity (which
-        is also the operator's events consumer in HA mode); ``args`` are added."""
-        self.name = name
-        self.args = args
-        self.verbose = verbose
-        self.kubeconfig = kubeconfig
-        self.redis_url = redis_url
-        self.logs = logs
-        self.metrics_port = free_port()
-        self.process: Process | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["TASKIQ_FLOW_REDIS_URL"] = self.redis_url
-        env["POD_ID"] = self.name
-        self.starts += 1
-        self.process = Process(
-            [
-                sys.executable,
-                "-m",
-                "taskiq_flow_operator",
-                "--namespace",
-                NAMESPACE,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--status-interval",
-                "0.5",
-                "--worker-idle-timeout-ms",
-                "3000",
-                "--no-scanning",
-                *(["--verbose"] if self.verbose else []),
-                *self.args,
-            ],
-            env,
-            self.logs / f"{self.name}-{self.starts}.log",
+        super().__init__(
+            kubeconfig,
+            redis_url,
+            logs,
+            namespace=NAMESPACE,
+            verbose=verbose,
+            name=name,
+            args=args,
         )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.handle.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def output(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.logs.glob(f"{self.name}-*"))
-        )
-
-
-def container_env(container: dict[str, Any]) -> dict[str, str]:
-    """The environment a kubelet gives the container (literal values only)."""
-    env = {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-    }
-    for entry in container.get("env") or []:
-        assert "value" in entry, f"the harness cannot resolve {entry}"
-        env[entry["name"]] = entry["value"]
-    return env
 
 
 class Kubelet:
-    """Runs each Deployment's worker pods as real processes, ``spec.replicas`` of them."""
+    """Runs each Deployment's worker pods as real processes, ``spec.replicas`` of them
+    (``tests.kube.pods.Pods``, fed from the emulator)."""
 
     def __init__(self, cluster: Cluster, logs: Path) -> None:
         self.cluster = cluster
         self.logs = logs
-        self.pods: dict[str, list[Process]] = {}
-        self.started: dict[str, int] = {}
-        self.max_seen: dict[str, int] = {}
-        self.commands: dict[str, list[str]] = {}
+        self._pods = Pods(logs)
+        # The same dicts as Pods keeps: scenarios read them.
+        self.pods = self._pods.pods
+        self.started = self._pods.started
+        self.max_seen = self._pods.max_seen
+        self.commands = self._pods.commands
         self._task: asyncio.Task[None] | None = None
         self.paused = False
 
     async def _sync(self) -> None:
-        for deployment in await self.cluster.list("deployments"):
-            name = deployment["metadata"]["name"]
-            wanted = int(deployment["spec"].get("replicas") or 0)
-            pods = [p for p in self.pods.setdefault(name, []) if p.proc.poll() is None]
-            container = deployment["spec"]["template"]["spec"]["containers"][0]
-            argv = [
-                shutil.which(container["command"][0], path=container_env(container)["PATH"])
-                or container["command"][0],
-                *container["args"],
-            ]
-            self.commands[name] = argv
-            while len(pods) < wanted:
-                self.started[name] = self.started.get(name, 0) + 1
-                log = self.logs / f"{name}-{self.started[name]}.log"
-                pods.append(Process(argv, container_env(container), log))
-            while len(pods) > wanted:
-                pods.pop().stop()
-            self.pods[name] = pods
-            self.max_seen[name] = max(self.max_seen.get(name, 0), len(pods))
+        self._pods.sync(await self.cluster.list("deployments"))
 
     async def run(self) -> None:
         while True:
@@ -379,16 +274,14 @@ class Kubelet:
         self._task = asyncio.create_task(self.run())
 
     def running(self, deployment: str) -> int:
-        return len([p for p in self.pods.get(deployment, []) if p.proc.poll() is None])
+        return self._pods.running(deployment)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for pods in self.pods.values():
-            for pod in pods:
-                pod.stop(5)
+        self._pods.stop_all()
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,14 @@
-"""End to end: kopf as a real process against kmock over HTTP, real workers, real Redis."""
+"""The handlers end to end: kopf as a real process against kmock over HTTP, real workers,
+real Redis. Fast, and the place for handler-level behaviour.
+
+kmock is not an API server: it neither validates nor defaults against the CRD schema,
+prints no columns, has no status subresource semantics of its own, no garbage collector
+and no real finalizer handling (tests/README.md lists the gaps). What depends on those
+is checked in tests/cluster against a real kube-apiserver and kube-controller-manager:
+printer columns, Events, ownerReferences with real uids and their garbage collection,
+deletion through the finalizer, cancel by ``kubectl patch``, the examples applied with
+``kubectl``.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The cross-driver conformance suite (see tests/README.md)."""
