@@ -125,16 +125,18 @@ class KubeClient:
         """Merge-patch the status subresource.
 
         In a merge patch ``null`` means "delete", so outputs holding a ``null`` would lose
-        it: they follow in a JSON patch, which writes values as they are.
+        it: such a status is written whole, in one JSON patch, which keeps values as they
+        are (the status is the operator's alone: kopf keeps its state in annotations).
         """
         path = self.custom_path(plural, namespace, name) + "/status"
         outputs = status.get("outputs")
-        exact = outputs is not None and _holds_null(outputs)
-        merged = {**status, "outputs": None} if exact else status
-        await self.request("PATCH", path, {"status": merged}, "application/merge-patch+json")
-        if exact:
-            patch = [{"op": "add", "path": "/status/outputs", "value": outputs}]
-            await self.request("PATCH", path, patch, "application/json-patch+json")
+        if outputs is None or not _holds_null(outputs):
+            await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
+            return
+        whole = {k: _without_nulls(v) for k, v in status.items() if v is not None}
+        whole["outputs"] = outputs
+        patch = [{"op": "add", "path": "/status", "value": whole}]
+        await self.request("PATCH", path, patch, "application/json-patch+json")
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         """Delete a custom resource (absent is fine)."""
@@ -202,3 +204,12 @@ def _holds_null(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_null(v) for v in value)
     return False
+
+
+def _without_nulls(value: Any) -> Any:
+    # What a merge patch would leave: null members removed.
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
