@@ -56,13 +56,23 @@ def _resolve(config: pytest.Config) -> KubeAssets | AssetsUnavailable:
     return config.stash[_assets]
 
 
+def _uses_cluster(item: pytest.Item) -> bool:
+    return "kube_cluster" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The control plane lives for the rest of the session once started: the modules
+    # using it go last (whole, in their order: a module's later tests may read what
+    # earlier ones recorded), so that no other test shares the two cores with it.
+    modules = {item.nodeid.split("::")[0] for item in items if _uses_cluster(item)}
+    later = [item for item in items if item.nodeid.split("::")[0] in modules]
+    items[:] = [item for item in items if item.nodeid.split("::")[0] not in modules] + later
     # Find (or build) the binaries now, outside every test's timeout: a first build takes
     # minutes. Only when a selected test needs them (trylast: after -k/-m deselection).
     if config.option.collectonly:
         return
-    if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in items):
+    if any(_uses_cluster(item) for item in items):
         _resolve(config)
 
 
