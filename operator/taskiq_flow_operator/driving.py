@@ -272,7 +272,6 @@ class RunDriver:
             args = (item, *args)
         else:
             kwargs[node.map_param or "item"] = item
-        keep = (p.POSITIONAL if node.map_param == POSITIONAL_ITEM else node.map_param) or "item"
         return Kick(
             node.task_name,
             task_id(self.run, node.name, action.attempt, action.item, action.item_attempt),
@@ -280,7 +279,7 @@ class RunDriver:
             action.attempt,
             action.item,
             kwargs,
-            keep if node.filter_items else None,
+            (node.map_param or "item") if node.filter_items else None,
             args=args,
             item_attempt=action.item_attempt,
             timeout=node.timeout,

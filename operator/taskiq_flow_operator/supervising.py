@@ -62,9 +62,9 @@ class Operator:
         # (kopf starts paused too).
         self.leadership = Leadership(active=config.peering is None)
         self.metrics = Metrics()
-        self.reporter = Reporter(self.api, self._now)
-        self.fleet = Fleet(config, self.api, self.metrics, self._now)
-        self.pipelines = Pipelines(self.fleet, self.api, self._now)
+        self.reporter = Reporter(self.api, self.clock)
+        self.fleet = Fleet(config, self.api, self.metrics, self.clock)
+        self.pipelines = Pipelines(self.fleet, self.api, self.clock)
         self.router = EventRouter(self.store, self.leadership, config)
         self.runs = RunSupervisor(
             config=config,
@@ -75,7 +75,7 @@ class Operator:
             reporter=self.reporter,
             metrics=self.metrics,
             api=self.api,
-            clock=self._now,
+            clock=self.clock,
         )
         self.scaler = Scaler(
             self.fleet,
@@ -85,7 +85,7 @@ class Operator:
             self.api,
             self.leadership,
             config,
-            self._now,
+            self.clock,
         )
 
     def api(self) -> KubeClient:
@@ -93,10 +93,6 @@ class Operator:
         if self.kube is None:
             raise RuntimeError("the operator has not logged in yet")
         return self.kube
-
-    def _now(self) -> float:
-        # Through the attribute, so a test or benchmark may replace the clock.
-        return self.clock()
 
     @property
     def ready(self) -> bool:

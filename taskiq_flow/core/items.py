@@ -16,7 +16,7 @@ from typing import Any
 from taskiq_flow.core.actions import Action, DispatchItem, Fail, Gather, Retry
 from taskiq_flow.core.fanout import Fanout, ItemPhase, item_failure_fails_step, keeps
 from taskiq_flow.core.plan import Plan
-from taskiq_flow.core.retry import is_retryable, retry_time
+from taskiq_flow.core.retry import retry_time
 from taskiq_flow.core.states import NodeState, Phase, timeout_error
 from taskiq_flow.errors import ErrorHandlingMode
 
@@ -105,7 +105,7 @@ class ItemRules(ABC):
             return []
         state, fan = found
         actions: list[Action] = []
-        self._fail_item(node, state, fan, item, error, now, is_retryable(error, retryable), actions)
+        self._fail_item(node, state, fan, item, error, now, retryable, actions)
         return self._after(now, actions)
 
     def item_current(self, node: str, attempt: int, item: int, item_attempt: int) -> bool:
@@ -183,7 +183,7 @@ class ItemRules(ABC):
         item: int,
         error: str,
         now: float,
-        retryable: bool,
+        retryable: bool | None,
         actions: list[Action],
     ) -> None:
         attempt = fan.attempt_of(item)

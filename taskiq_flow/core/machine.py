@@ -10,7 +10,7 @@ from taskiq_flow.core.actions import Action, Cancel, Dispatch, Expand, Fail, Fin
 from taskiq_flow.core.fanout import Fanout
 from taskiq_flow.core.items import ItemRules
 from taskiq_flow.core.plan import Plan
-from taskiq_flow.core.retry import is_retryable, retry_time
+from taskiq_flow.core.retry import retry_time
 from taskiq_flow.core.snapshots import Persistence
 from taskiq_flow.core.states import (
     MISSING_INPUT,
@@ -112,7 +112,7 @@ class RunMachine(ItemRules, Persistence):
         if state is None:
             return []
         actions: list[Action] = []
-        self._fail_attempt(node, state, error, now, is_retryable(error, retryable), actions)
+        self._fail_attempt(node, state, error, now, retryable, actions)
         return self._after(now, actions)
 
     def tick(self, now: float) -> list[Action]:
@@ -264,9 +264,10 @@ class RunMachine(ItemRules, Persistence):
         state: NodeState,
         error: str,
         now: float,
-        retryable: bool,
+        retryable: bool | None,
         actions: list[Action],
     ) -> None:
+        # ``retryable``: None lets the core classify the error (``retry.is_retryable``).
         state.error = error
         policy = self.plan.nodes[node].retry
         assert state.first_started is not None

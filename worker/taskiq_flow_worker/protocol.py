@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskiq_flow.core import task_id
+from taskiq_flow.dataflow.dag import POSITIONAL_ITEM
 
 __all__ = [
     "CANCELLED_TTL_SECONDS",
@@ -58,7 +59,9 @@ LABEL_ATTEMPT = "tfo_attempt"
 LABEL_ITEM = "tfo_item"
 LABEL_ITEM_ATTEMPT = "tfo_item_attempt"
 LABEL_FILTER = "tfo_filter"
-POSITIONAL = "*"  # a ``tfo_filter`` value: the item is the message's first positional argument
+# A ``tfo_filter`` value: the item is the message's first positional argument (the
+# compiler's own marker for a map step that passes items that way).
+POSITIONAL = POSITIONAL_ITEM
 LABEL_EVENTS = "tfo_events"
 LABEL_TTL = "tfo_ttl"
 
