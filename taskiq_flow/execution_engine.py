@@ -26,7 +26,6 @@ from taskiq_flow.core import (
     DispatchItem,
     Expand,
     Fail,
-    Fanout,
     Gather,
     NodeSpec,
     Phase,
@@ -36,6 +35,7 @@ from taskiq_flow.core import (
     Skip,
     task_id,
 )
+from taskiq_flow.core.report import ExecutionReport, StepReport, report_of
 from taskiq_flow.core.states import tracking_status
 from taskiq_flow.dataflow.cache import DataCache
 from taskiq_flow.dataflow.dag import DAG, POSITIONAL_ITEM, DAGNode
@@ -73,72 +73,6 @@ class ItemProgress:
     def done(self) -> int:
         """Items finished either way."""
         return self.succeeded + self.failed
-
-
-@dataclass(slots=True)
-class StepReport:
-    """What happened to one step."""
-
-    name: str
-    status: str
-    attempts: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    duration: float | None = None
-    error: str | None = None
-    items: dict[str, int] | None = None
-    item_errors: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ExecutionReport:
-    """Per-step status, attempts, durations and errors of one run, and its success rate."""
-
-    pipeline_id: str
-    status: str
-    started_at: float | None
-    finished_at: float | None
-    duration: float | None
-    steps: dict[str, StepReport] = field(default_factory=dict)
-    reason: str = ""
-
-    @property
-    def errors(self) -> dict[str, str]:
-        """``{step: error}`` for the steps that failed."""
-        return {n: s.error for n, s in self.steps.items() if s.status == "Failed" and s.error}
-
-    @property
-    def success_rate(self) -> float:
-        """Share of steps that succeeded (1.0 for an empty report)."""
-        if not self.steps:
-            return 1.0
-        ok = sum(1 for s in self.steps.values() if s.status == Phase.SUCCEEDED)
-        return ok / len(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data."""
-        return {
-            "pipeline_id": self.pipeline_id,
-            "status": self.status,
-            "reason": self.reason,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration": self.duration,
-            "success_rate": self.success_rate,
-            "errors": self.errors,
-            "steps": {
-                name: {
-                    "status": s.status,
-                    "attempts": s.attempts,
-                    "duration": s.duration,
-                    "started_at": s.started_at,
-                    "finished_at": s.finished_at,
-                    "error": s.error,
-                    "items": s.items,
-                }
-                for name, s in self.steps.items()
-            },
-        }
 
 
 class ExecutionEngine:
@@ -623,46 +557,4 @@ class _Run:
     # -- report ------------------------------------------------------------------------
 
     def report(self) -> ExecutionReport:
-        def wall(t: float | None) -> float | None:
-            return None if t is None else t + self.wall_offset
-
-        steps = {}
-        for name, state in self.machine.nodes.items():
-            duration = None
-            if state.first_started is not None and state.finished is not None:
-                duration = state.finished - state.first_started
-            steps[name] = StepReport(
-                name=name,
-                status=state.phase.value,
-                attempts=state.attempt,
-                started_at=wall(state.first_started),
-                finished_at=wall(state.finished),
-                duration=duration,
-                error=state.error if state.phase is not Phase.SUCCEEDED else None,
-                items=_item_counts(self.machine.fanouts.get(name)),
-                item_errors=dict(self.machine.fanouts[name].errors)
-                if name in self.machine.fanouts
-                else {},
-            )
-        outcome = self.machine.outcome
-        started = self.machine.started_at
-        finished = max(
-            (s.finished for s in self.machine.nodes.values() if s.finished), default=None
-        )
-        return ExecutionReport(
-            pipeline_id=self.run_id,
-            status=outcome.outcome.value if outcome else "Running",
-            started_at=wall(started),
-            finished_at=wall(finished),
-            duration=None if started is None or finished is None else finished - started,
-            steps=steps,
-            reason=outcome.reason if outcome else "",
-        )
-
-
-def _item_counts(fan: Fanout | None) -> dict[str, int] | None:
-    if fan is None:
-        return None
-    counts = fan.counts()
-    del counts["running"]  # the report's step status says whether any still run
-    return counts
+        return report_of(self.machine, self.run_id, self._now(), self.wall_offset)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from taskiq_flow.core.states import TERMINAL, Phase, RunOutcome
+from taskiq_flow.core.report import report_of
 from taskiq_flow.manifests.compiler import CompiledPipeline
-from taskiq_flow.manifests.status import INLINE_OUTPUT_BYTES, rfc3339
+from taskiq_flow.manifests.status import INLINE_OUTPUT_BYTES, rfc3339, run_status
 from taskiq_flow_operator.driving import RunDriver
 
 __all__ = [
@@ -97,31 +97,6 @@ def build_rejected_run_status(
     }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _step_record(driver: RunDriver, name: str) -> dict[str, Any]:
-    state = driver.machine.nodes[name]
-    record: dict[str, Any] = {"phase": state.phase.value}
-    if state.attempt:
-        record["attempts"] = state.attempt
-    if state.first_started is not None:
-        record["startedAt"] = rfc3339(state.first_started)
-    if state.phase in TERMINAL and state.finished is not None:
-        record["finishedAt"] = rfc3339(state.finished)
-        if state.first_started is not None:
-            record["durationSeconds"] = _round(state.finished - state.first_started)
-    if state.error is not None and state.phase is not Phase.SUCCEEDED:
-        record["message"] = state.error[:1024]
-    fan = driver.machine.fanouts.get(name)
-    if fan is not None:
-        record["items"] = fan.counts()
-        if state.phase is not Phase.RUNNING:
-            record["items"]["running"] = 0  # abandoned with their step
-    return record
-
-
 def build_run_status(
     driver: RunDriver,
     *,
@@ -129,46 +104,15 @@ def build_run_status(
     now: float,
     outputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The PipelineRun ``status`` for where ``driver`` is."""
-    machine = driver.machine
-    done, total = machine.progress()
-    started = machine.started_at
-    outcome = machine.outcome
-    if outcome is None:
-        phase = "Running" if started is not None else "Pending"
-        status, reason, message = "Unknown", phase, None
-        finished = None
-        when = started
-    else:
-        phase = outcome.outcome.value
-        status = "True" if outcome.outcome is RunOutcome.SUCCEEDED else "False"
-        reason = phase
-        message = outcome.reason
-        finished = max(
-            (s.finished for s in machine.nodes.values() if s.finished is not None),
-            default=now,
-        )
-        if machine.timed_out or outcome.outcome is RunOutcome.CANCELLED:
-            finished = now if finished is None else max(finished, now)
-        if machine.timed_out:
-            reason = "Timeout"
-        when = finished
-    result: dict[str, Any] = {
-        "phase": phase,
-        "progress": f"{done}/{total}",
-        "startedAt": rfc3339(started),
-        "finishedAt": rfc3339(finished),
-        "durationSeconds": _round(finished - started)
-        if finished is not None and started is not None
-        else None,
-        "observedGeneration": generation,
-        "message": message,
-        "conditions": [condition("Succeeded", status, reason, message, when)],
-        "steps": {name: _step_record(driver, name) for name in driver.dag.plan.order},
-    }
+    """The PipelineRun ``status`` for where ``driver`` is: the library's one builder
+    (``run_status``), as a merge patch (a field that became empty is sent as null, and
+    so removed)."""
+    report = report_of(driver.machine, driver.run, now)
+    status = run_status(report, generation=generation)
+    patch = status.model_dump(by_alias=True, mode="json", exclude={"outputs"})
     if outputs is not None:
-        result["outputs"] = dict(outputs)
-    return result
+        patch["outputs"] = dict(outputs)
+    return patch
 
 
 def truncated(size: int) -> dict[str, Any]:

@@ -153,8 +153,7 @@ async def _execute(
     finally:
         await broker.shutdown()
     report = engine.get_execution_report()
-    limits = {n.name: n.max_parallel for n in compiled.dag.nodes.values() if n.kind == "map"}
-    status = run_status(report, max_parallel=limits)
+    status = run_status(report)
     print_result(output, outputs, status, out)
     failed = {name: step.error for name, step in report.steps.items() if step.status == "Failed"}
     duration = f" in {report.duration:.2f}s" if report.duration is not None else ""

@@ -1,13 +1,14 @@
-"""A run's ``status`` (the PipelineRun shape) from the engine's ``ExecutionReport``."""
+"""A run's ``status`` (the PipelineRun shape) from its ``ExecutionReport``: the one builder,
+used by ``taskiq-flow run`` and by the operator alike."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from taskiq_flow.execution_engine import ExecutionReport, StepReport
+from taskiq_flow.core.report import ExecutionReport, StepReport
 from taskiq_flow.manifests.models import (
     Condition,
     ItemCounts,
@@ -17,7 +18,14 @@ from taskiq_flow.manifests.models import (
     StepStatus,
 )
 
-__all__ = ["INLINE_OUTPUT_BYTES", "inline_outputs", "rfc3339", "run_status", "step_status"]
+__all__ = [
+    "INLINE_OUTPUT_BYTES",
+    "MESSAGE_CHARS",
+    "inline_outputs",
+    "rfc3339",
+    "run_status",
+    "step_status",
+]
 
 INLINE_OUTPUT_BYTES = 4096
 """Outputs larger than this (as JSON) appear in a status as ``{truncated, bytes}``."""
@@ -37,26 +45,27 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def step_status(step: StepReport, max_parallel: int | None = None) -> StepStatus:
+MESSAGE_CHARS = 1024
+"""A step's error appears in a status cut to this many characters (a status is bounded)."""
+
+
+def step_status(step: StepReport) -> StepStatus:
     """One step of the report in the PipelineRun shape."""
     items = None
     if step.items is not None:
-        total = step.items.get("total", 0)
-        succeeded = step.items.get("succeeded", 0)
-        failed = step.items.get("failed", 0)
-        running = 0
-        if step.status == StepPhase.RUNNING:
-            running = max(total - succeeded - failed, 0)
-            if max_parallel is not None:
-                running = min(running, max_parallel)
-        items = ItemCounts(total=total, succeeded=succeeded, failed=failed, running=running)
+        items = ItemCounts(
+            total=step.items.get("total", 0),
+            succeeded=step.items.get("succeeded", 0),
+            failed=step.items.get("failed", 0),
+            running=step.running_items,
+        )
     return StepStatus(
         phase=StepPhase(step.status),
-        attempts=step.attempts,
+        attempts=step.attempts or None,
         started_at=rfc3339(step.started_at),
         finished_at=rfc3339(step.finished_at),
         duration_seconds=_round(step.duration),
-        message=step.error,
+        message=None if step.error is None else step.error[:MESSAGE_CHARS],
         items=items,
     )
 
@@ -75,38 +84,44 @@ def run_status(
     report: ExecutionReport,
     *,
     outputs: Mapping[str, Any] | None = None,
-    message: str | None = None,
-    max_parallel: Mapping[str, int | None] | None = None,
+    generation: int | None = None,
 ) -> PipelineRunStatus:
-    """The PipelineRun ``status`` for ``report`` (outputs inline when given)."""
-    limits = dict(max_parallel or {})
-    steps = {name: step_status(s, limits.get(name)) for name, s in report.steps.items()}
+    """The PipelineRun ``status`` for ``report``: what ``taskiq-flow run -o json`` prints
+    and what the operator writes (``outputs`` inline when given, as they are: callers
+    cut large ones)."""
+    steps = {name: step_status(s) for name, s in report.steps.items()}
     done = sum(1 for s in steps.values() if s.phase in _TERMINAL)
-    phase = RunPhase(report.status) if report.status in set(RunPhase) else RunPhase.RUNNING
-    if message is None and phase is not RunPhase.SUCCEEDED:
+    phase = RunPhase(report.status)
+    finished = phase in _FINISHED
+    message = None
+    if finished and phase is not RunPhase.SUCCEEDED:
         message = report.reason or None
-    condition = {
-        RunPhase.SUCCEEDED: "True",
-        RunPhase.FAILED: "False",
-        RunPhase.CANCELLED: "False",
-    }.get(phase, "Unknown")
-    finished = phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)
+    reason = "Timeout" if report.timed_out else phase.value
     return PipelineRunStatus(
         phase=phase,
         progress=f"{done}/{len(steps)}",
         started_at=rfc3339(report.started_at),
         finished_at=rfc3339(report.finished_at) if finished else None,
         duration_seconds=_round(report.duration) if finished else None,
+        observed_generation=generation,
         message=message,
         conditions=[
             Condition(
                 type="Succeeded",
-                status=condition,  # type: ignore[arg-type]
-                reason=phase.value,
+                status=_CONDITION.get(phase, "Unknown"),
+                reason=reason,
                 message=message,
                 last_transition_time=rfc3339(report.finished_at if finished else report.started_at),
             )
         ],
         steps=steps,
-        outputs=None if outputs is None else inline_outputs(outputs),
+        outputs=None if outputs is None else dict(outputs),
     )
+
+
+_FINISHED = {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED}
+_CONDITION: dict[RunPhase, Literal["True", "False"]] = {
+    RunPhase.SUCCEEDED: "True",
+    RunPhase.FAILED: "False",
+    RunPhase.CANCELLED: "False",
+}
