@@ -10,12 +10,14 @@ of a run never is a Pipeline's). Both are built by ``build_deployment_for``.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from taskiq_flow.manifests.models import PipelineSpec
+from taskiq_flow_worker import protocol as p
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -25,6 +27,7 @@ __all__ = [
     "WorkerOwner",
     "build_deployment_for",
     "build_worker_deployment",
+    "catalog_key_for",
     "deployment_name",
     "desired_replicas",
     "ownership",
@@ -32,6 +35,7 @@ __all__ = [
     "run_deployment_name",
     "run_queue_for",
     "worker_args",
+    "worker_revision",
 ]
 
 DEFAULT_IMAGE = "ghcr.io/taskiq-python/taskiq-flow-worker:latest"
@@ -164,6 +168,25 @@ def ownership(existing: Mapping[str, Any] | None, owner: WorkerOwner) -> str:
     return "foreign"
 
 
+def worker_revision(spec: PipelineSpec) -> str:
+    """A digest of what decides which tasks a pipeline's workers serve: the image, the
+    modules and the environment (not the scaling settings: a new ``replicas.max`` must
+    not roll the pods)."""
+    worker = spec.worker
+    basis = {
+        "image": worker.image or DEFAULT_IMAGE,
+        "modules": list(worker.modules),
+        "env": [dict(e) for e in worker.env or []],
+        "envFrom": [dict(e) for e in worker.env_from or []],
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def catalog_key_for(queue: str, spec: PipelineSpec) -> str:
+    """Where the workers of ``queue`` running ``spec`` list the tasks they serve."""
+    return p.catalog_key(queue, worker_revision(spec))
+
+
 def build_worker_deployment(
     *,
     pipeline: str,
@@ -207,6 +230,7 @@ def build_deployment_for(
         redis.env(),
         {"name": "TASKIQ_FLOW_MIDDLEWARES", "value": WORKER_MIDDLEWARE},
         {"name": "TASKIQ_FLOW_IDLE_TIMEOUT_MS", "value": str(idle_timeout_ms)},
+        {"name": p.CATALOG_ENV, "value": catalog_key_for(owner.queue, spec)},
     ]
     env += [{"name": k, "value": v} for k, v in sorted((extra_env or {}).items())]
     env += [dict(e) for e in worker.env or []]

@@ -21,8 +21,9 @@ from taskiq_flow.core.states import FINISHED, TERMINAL, RunOutcome
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
 from taskiq_flow.manifests.models import Mode, PipelineRunSpec
 from taskiq_flow.manifests.problems import ManifestError
+from taskiq_flow_operator.catalog import unknown_task_message, wait_for_catalog
 from taskiq_flow_operator.config import OperatorConfig
-from taskiq_flow_operator.deployments import WorkerOwner, queue_for
+from taskiq_flow_operator.deployments import WorkerOwner, catalog_key_for, queue_for
 from taskiq_flow_operator.driving import Note, RunDriver, Step
 from taskiq_flow_operator.expiry import expire
 from taskiq_flow_operator.kube import KubeClient, KubeError
@@ -59,10 +60,13 @@ class ActiveRun:
     label: str  # the Pipeline, or "inline": the metrics label
     driver: RunDriver
     counted: set[str] = field(default_factory=set)  # steps already in the metrics
+    # Waiting for a worker to list the tasks it serves: the scaler must start one.
+    waiting: bool = False
 
     def in_flight(self) -> int:
-        """Tasks sent and not finished."""
-        return self.driver.in_flight()
+        """Tasks sent and not finished (one while waiting for a worker)."""
+        sent = self.driver.in_flight()
+        return max(sent, 1) if self.waiting else sent
 
 
 class RunSupervisor:
@@ -207,14 +211,56 @@ class RunSupervisor:
         events = self.router.open(uid)
         self.active[uid] = run
         try:
-            await self._loop(body, spec, stopped, run, events, queue)
+            snapshot = await self.store.load_state(uid)
+            catalog = catalog_key_for(queue, compiled.spec)
+            if snapshot is not None or await self._tasks_served(body, spec, stopped, run, catalog):
+                await self._loop(body, spec, stopped, run, events, queue, snapshot)
         finally:
             self.router.leave(uid)
             self.active.pop(uid, None)
             if owner is not None:
                 self.fleet.forget(namespace, key)
-        if owner is not None and run.driver.finished and not stopped:
+        if owner is not None and not stopped:
             await self.fleet.retire(owner)
+
+    async def _tasks_served(
+        self,
+        body: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        stopped: Any,
+        run: ActiveRun,
+        catalog: str,
+    ) -> bool:
+        """Whether the run may start: its workers serve every task it names.
+
+        A name they do not serve fails the run before any step runs, as ``taskiq-flow
+        run`` refuses it. A cancel while waiting for the workers lets the run start, to be
+        cancelled at once.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+
+        async def waiting() -> None:
+            message = "waiting for a worker to start and list the tasks it serves"
+            status = build_pending_run_status(
+                "WaitingForWorkers", message, meta.get("generation"), self.clock()
+            )
+            await self.reporter.patch_run(namespace, name, status)
+
+        run.waiting = True
+        try:
+            served = await wait_for_catalog(
+                self.store.redis, catalog, stopped, waiting, lambda: bool(spec.get("cancel"))
+            )
+        finally:
+            run.waiting = False
+        if served is None:
+            return not stopped
+        unknown = sorted({node.task_name for node in run.driver.dag.nodes.values()} - served)
+        if unknown:
+            await self._reject(body, "UnknownTask", unknown_task_message(unknown), run.label)
+            return False
+        return True
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -226,11 +272,11 @@ class RunSupervisor:
         run: ActiveRun,
         events: Route,
         queue: str,
+        snapshot: Mapping[str, Any] | None,
     ) -> None:
         meta = body["metadata"]
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
         driver = run.driver
-        snapshot = await self.store.load_state(uid)
         if snapshot is not None:
             driver.restore(snapshot)
             step = driver.resume(self.clock())

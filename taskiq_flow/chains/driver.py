@@ -39,8 +39,15 @@ from taskiq_flow.completions import (
     shared_client,
 )
 from taskiq_flow.core import Dispatch, Finish, Retry, RunMachine, RunOutcome, task_id
-from taskiq_flow.core.fanout import item_failure_fails_step, keeps
-from taskiq_flow.core.retry import retry_time
+from taskiq_flow.core.fanout import (
+    ItemPhase,
+    first_items,
+    items_error,
+    judge_item_failure,
+    kept_items,
+    released_item,
+    succeeded_item,
+)
 from taskiq_flow.core.states import tracking_status
 from taskiq_flow.errors import format_error
 from taskiq_flow.tracking.observer import RunObserver, forget_observer, observer_for
@@ -68,6 +75,7 @@ LABEL_SEQ_ATTEMPT = "tf_seq_attempt"
 LABEL_SEQ_ITEM = "tf_seq_item"
 LABEL_SEQ_ITEM_ATTEMPT = "tf_seq_item_attempt"
 LABEL_SEQ_FIRST = "tf_seq_first"
+LABEL_SEQ_ITEM_FIRST = "tf_seq_item_first"  # when the item's first attempt was sent
 LABEL_NOT_BEFORE = "tf_not_before"
 LABEL_NO_CONTEXT = "tf_no_context"
 
@@ -105,6 +113,7 @@ class _Run:
         self.item_attempt = int(labels.get(LABEL_SEQ_ITEM_ATTEMPT, 1))
         self.started_at = float(labels.get(LABEL_STARTED, time.time()))
         self.first_started = float(labels.get(LABEL_SEQ_FIRST, self.started_at))
+        self.item_first = float(labels.get(LABEL_SEQ_ITEM_FIRST, self.first_started))
         # The finished message's stream entry: acknowledged with the next step's send.
         self.delivery: Delivery | None = None
 
@@ -149,6 +158,7 @@ def _kicker(
     first_started: float,
     item: int = -1,
     item_attempt: int = 1,
+    item_first: float | None = None,
     not_before: float | None = None,
 ) -> tuple[AsyncKicker[Any, Any], tuple[Any, ...], dict[str, Any]]:
     """What sends step ``step_index`` (item ``item``) of the run, and its arguments."""
@@ -170,6 +180,9 @@ def _kicker(
             LABEL_ATTEMPT: item_attempt if item >= 0 else attempt,
         }
     )
+    if item >= 0:
+        # What the item's max_retry_time counts from, as the core counts it.
+        labels[LABEL_SEQ_ITEM_FIRST] = time.time() if item_first is None else item_first
     if not spec.context:
         labels[LABEL_NO_CONTEXT] = True
     if not_before is not None:
@@ -300,7 +313,7 @@ async def _start_step(
     if count == 0:
         await _advance(broker, store, spec, run_id, index, attempt, [], started_at, first_started)
         return
-    window = count if step.max_parallel is None else min(count, step.max_parallel)
+    window = len(first_items(step.max_parallel, count))
     for first in range(0, window, _KICK_BATCH):
         await asyncio.gather(
             *(
@@ -360,12 +373,24 @@ async def _item_finished(
 ) -> None:
     step = spec.steps[run.step]
     now = time.time()
+    items: list[Any] | None = None
+    if step.kind == "group":
+        total = len(step.tasks)
+    else:
+        items = await _fanout_input(run)
+        total = len(items)
     if result.is_err:
         error = format_error(result.error)
-        retry_at = retry_time(
-            spec.retry_policy, run.item_attempt, run.first_started, now, random.random(), error
+        verdict = judge_item_failure(
+            spec.retry_policy,
+            spec.error_mode,
+            run.item_attempt,
+            run.item_first,
+            now,
+            random.random(),
+            error,
         )
-        if retry_at is not None:
+        if verdict.retry_at is not None:
             given = message.kwargs.get(step.param) if step.param else message.args[0]
             await _kick(
                 _kicker(
@@ -379,53 +404,48 @@ async def _item_finished(
                     first_started=run.first_started,
                     item=run.item,
                     item_attempt=run.item_attempt + 1,
-                    not_before=retry_at,
+                    item_first=run.item_first,
+                    not_before=verdict.retry_at,
                 )
             )
             return
-        if item_failure_fails_step(spec.error_mode):
+        if verdict.fails_step:
             await _finish(
                 run.broker,
                 run.store,
                 run.run_id,
                 run.started_at,
                 run.step,
-                error=f"item {run.item}: {error}",
+                error=items_error(1, total, run.item, error),
             )
             return
         payload: dict[str, Any] = {"ok": False, "e": error}
     else:
         payload = {"ok": True, "v": result.return_value}
-    items: list[Any] | None = None
-    if step.kind == "group":
-        total = len(step.tasks)
-    else:
-        items = await _fanout_input(run)
-        total = len(items)
     new, done = await _record_item(run, step.max_parallel is None, total, payload)
     if done < 0:
         return  # a late item of a run that already ended (failed, timed out, cancelled)
-    if items is not None and step.max_parallel is not None:
-        # Item i's completion sends item i + window: every held-back item gets exactly one
-        # sender, and at most `window` items are in flight. A redelivered item (not new)
-        # sends its successor only if that has no result yet, so duplicates cannot cascade.
-        following = run.item + step.max_parallel
-        if following < total and (
-            new or not await run.store.has_item(run.run_id, run.step, run.attempt, following)
-        ):
-            await _kick(
-                _kicker(
-                    run.broker,
-                    spec,
-                    run.run_id,
-                    run.step,
-                    run.attempt,
-                    items[following],
-                    started_at=run.started_at,
-                    first_started=run.first_started,
-                    item=following,
-                )
+    following = None if items is None else released_item(run.item, step.max_parallel, total)
+    # A redelivered item (not new) sends the item it releases only if that has no result
+    # yet, so duplicates cannot cascade.
+    if (
+        items is not None
+        and following is not None
+        and (new or not await run.store.has_item(run.run_id, run.step, run.attempt, following))
+    ):
+        await _kick(
+            _kicker(
+                run.broker,
+                spec,
+                run.run_id,
+                run.step,
+                run.attempt,
+                items[following],
+                started_at=run.started_at,
+                first_started=run.first_started,
+                item=following,
             )
+        )
     if done < total:
         return
     if not new and (await run.store.status(run.run_id)).get("step") != run.step:
@@ -436,12 +456,17 @@ async def _item_finished(
     failures = {str(i): p["e"] for i, p in sorted(results.items()) if not p["ok"]}
     if failures:
         await run.store.update(run.run_id, {f"item_errors_{run.step}": failures})
+    # The core's gather rule: what each item left, then the items that make the output.
+    phases = [
+        succeeded_item(step.kind == "filter", p["v"]) if p["ok"] else ItemPhase.FAILED
+        for p in ordered
+    ]
+    kept = kept_items(phases)
     if step.kind == "filter":
         assert items is not None
-        kept = [i for i in sorted(results) if results[i]["ok"] and keeps(results[i]["v"])]
         value: Any = [items[i] for i in kept]
     else:
-        value = [p["v"] for p in ordered if p["ok"]]
+        value = [ordered[i]["v"] for i in kept]
     await _advance(
         run.broker,
         run.store,

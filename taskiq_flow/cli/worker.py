@@ -94,8 +94,8 @@ def worker_command(
             --broker redis://localhost:6379/0 --queue taskiq-flow:audio-analysis
 
     \b
-    A task the worker's modules do not define is dropped by the worker (taskiq logs
-    it); the run then waits until the step's timeoutSeconds (or the pipeline's).
+    A message naming a task the worker's modules do not define fails its step with
+    UnknownTaskError, which is never retried.
     Stop it with Ctrl-C or SIGTERM: tasks in flight finish first.
     """
     if importlib.util.find_spec("taskiq_redis") is None:

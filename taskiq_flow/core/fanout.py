@@ -9,14 +9,27 @@ a 10,000-item step costs about 10 KB.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from taskiq_flow.core.retry import RetryPolicy, retry_time
 from taskiq_flow.errors import ErrorHandlingMode
 
-__all__ = ["Fanout", "ItemPhase", "item_failure_fails_step", "keeps"]
+__all__ = [
+    "Fanout",
+    "ItemPhase",
+    "first_items",
+    "ItemFailure",
+    "item_failure_fails_step",
+    "judge_item_failure",
+    "items_error",
+    "kept_items",
+    "keeps",
+    "released_item",
+    "succeeded_item",
+]
 
 
 class ItemPhase(IntEnum):
@@ -42,6 +55,66 @@ def item_failure_fails_step(mode: ErrorHandlingMode) -> bool:
     """Whether an item that failed for good fails its step at once (``FAIL_FAST``); in
     the other modes the step's other items still run."""
     return mode is ErrorHandlingMode.FAIL_FAST
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """What a failed attempt of an item means: a retry at ``retry_at``, or (``None``) a
+    failure for good, which fails its step at once when ``fails_step``."""
+
+    retry_at: float | None
+    fails_step: bool
+
+
+def judge_item_failure(
+    policy: RetryPolicy,
+    mode: ErrorHandlingMode,
+    failed_attempt: int,
+    first_started: float,
+    now: float,
+    rand: float,
+    error: str,
+    retryable: bool | None = None,
+) -> ItemFailure:
+    """The item rules for a failed attempt: per-item retries (``retry_time``, counted
+    from the item's first attempt), then what the error mode makes of a failure."""
+    retry_at = retry_time(policy, failed_attempt, first_started, now, rand, error, retryable)
+    return ItemFailure(retry_at, retry_at is None and item_failure_fails_step(mode))
+
+
+def succeeded_item(filter_items: bool, result: Any) -> ItemPhase:
+    """What an item whose task returned ``result`` leaves: its result in the step's output
+    (``SUCCEEDED``) or, for a filter whose task did not keep it, nothing (``DROPPED``)."""
+    return ItemPhase.SUCCEEDED if not filter_items or keeps(result) else ItemPhase.DROPPED
+
+
+def kept_items(phases: Sequence[int]) -> list[int]:
+    """The items that make up a fan-out step's output, in item order: those that
+    succeeded (a filter's dropped items and failed items are left out)."""
+    wanted = ItemPhase.SUCCEEDED
+    return [i for i, phase in enumerate(phases) if phase == wanted]
+
+
+def items_error(failed: int, total: int, item: int, error: str) -> str:
+    """A fan-out step's error: how many items failed, and the lowest one's error."""
+    return f"{failed} of {total} items failed; item {item}: {error}"
+
+
+def first_items(limit: int | None, total: int) -> range:
+    """The items a fan-out step starts with: all of them, or the first ``limit``."""
+    return range(total if limit is None else min(limit, total))
+
+
+def released_item(item: int, limit: int | None, total: int) -> int | None:
+    """The window for a driver with no shared view of a step's items (the worker-side
+    sequential driver): when item ``item`` is done for good, item ``item + limit`` starts.
+
+    Each held-back item has exactly one releaser, so at most ``limit`` items are in
+    flight. ``RunMachine``, which sees every item, starts the lowest waiting one instead.
+    """
+    if limit is None or item + limit >= total:
+        return None
+    return item + limit
 
 
 @dataclass(slots=True)
@@ -109,11 +182,10 @@ class Fanout:
         return ItemPhase(self.phases[item])
 
     def kept(self) -> list[int]:
-        """The items that make up the step's output, in order."""
+        """The items that make up the step's output, in order (``kept_items``)."""
         if self.succeeded == self.total:
             return list(range(self.total))
-        wanted = ItemPhase.SUCCEEDED
-        return [i for i, phase in enumerate(self.phases) if phase == wanted]
+        return kept_items(self.phases)
 
     def first_error(self) -> tuple[int, str] | None:
         """The lowest failed item and its error."""

@@ -14,9 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from taskiq_flow.core.actions import Action, DispatchItem, Fail, Gather, Retry
-from taskiq_flow.core.fanout import Fanout, ItemPhase, item_failure_fails_step, keeps
+from taskiq_flow.core.fanout import (
+    Fanout,
+    ItemPhase,
+    items_error,
+    judge_item_failure,
+    succeeded_item,
+)
 from taskiq_flow.core.plan import Plan
-from taskiq_flow.core.retry import retry_time
 from taskiq_flow.core.states import NodeState, Phase, timeout_error
 from taskiq_flow.errors import ErrorHandlingMode
 
@@ -82,8 +87,7 @@ class ItemRules(ABC):
         if found is None:
             return []
         state, fan = found
-        kept = not self.plan.nodes[node].filter_items or keeps(result)
-        fan.finish(item, ItemPhase.SUCCEEDED if kept else ItemPhase.DROPPED)
+        fan.finish(item, succeeded_item(self.plan.nodes[node].filter_items, result))
         actions: list[Action] = []
         self._item_settled(node, state, fan, now, actions)
         return self._after(now, actions)
@@ -188,18 +192,25 @@ class ItemRules(ABC):
     ) -> None:
         attempt = fan.attempt_of(item)
         policy = self.plan.nodes[node].retry
-        retry_at = retry_time(
-            policy, attempt, fan.first_start(item), now, self._rng(), error, retryable
+        verdict = judge_item_failure(
+            policy,
+            self.error_mode,
+            attempt,
+            fan.first_start(item),
+            now,
+            self._rng(),
+            error,
+            retryable,
         )
-        if retry_at is not None:
-            fan.wait_retry(item, retry_at)
-            heapq.heappush(self._timers, (retry_at, attempt + 1, node, item))
-            actions.append(Retry(node, attempt + 1, retry_at, error, item=item))
+        if verdict.retry_at is not None:
+            fan.wait_retry(item, verdict.retry_at)
+            heapq.heappush(self._timers, (verdict.retry_at, attempt + 1, node, item))
+            actions.append(Retry(node, attempt + 1, verdict.retry_at, error, item=item))
         else:
             fan.finish(item, ItemPhase.FAILED)
             fan.errors[item] = error
             actions.append(Fail(node, attempt, error, item=item))
-            if item_failure_fails_step(self.error_mode):
+            if verdict.fails_step:
                 # The step fails at once; its other items are abandoned with the run.
                 self._fail_step(node, state, _items_error(fan), now, actions)
                 return
@@ -230,5 +241,4 @@ class ItemRules(ABC):
 def _items_error(fan: Fanout) -> str:
     first = fan.first_error()
     assert first is not None
-    item, error = first
-    return f"{fan.failed} of {fan.total} items failed; item {item}: {error}"
+    return items_error(fan.failed, fan.total, *first)

@@ -60,13 +60,17 @@ def test_deleting_a_running_run_releases_its_finalizer(
 def test_spec_cancel_cancels_a_run_whose_steps_are_queued(
     kube_env: KubeEnv, redis_client: redis.Redis
 ) -> None:
-    kube_env.kubelet.paused = True  # no worker pods: the first step stays queued in Redis
+    kube_env.kubelet.paused = True  # no worker pods: the run waits for one
     ready_pipeline(kube_env, "cancel", dataflow_spec())
     kube_env.apply(run("cancel-1", "cancel", inputs={"words": ["a"]}))
     kube_env.kubectl(
-        "wait", "--for=jsonpath={.status.phase}=Running", "pipelinerun/cancel-1", "--timeout=60s"
+        "wait",
+        "--for=jsonpath={.status.conditions[0].reason}=WaitingForWorkers",
+        "pipelinerun/cancel-1",
+        "--timeout=60s",
     )
-    # The operator wants a worker: the step is in the queue.
+    assert kube_env.get("pipelinerun", "cancel-1")["status"]["phase"] == "Pending"
+    # The operator wants a worker for the waiting run.
     kube_env.kubectl(
         "wait", "--for=jsonpath={.spec.replicas}=1", "deployment/cancel-worker", "--timeout=60s"
     )
@@ -82,7 +86,8 @@ def test_spec_cancel_cancels_a_run_whose_steps_are_queued(
     assert status["observedGeneration"] == 2
     kube_env.kubectl("wait", "--for=condition=Succeeded=False", "pipelinerun/cancel-1")
 
-    # Workers that come up later drop the cancelled step instead of running it.
+    # The cancelled run's first step was queued as it started; workers that come up
+    # later drop it instead of running it.
     kube_env.kubelet.paused = False
     queue = f"taskiq-flow:{kube_env.namespace}:cancel"
 

@@ -76,6 +76,25 @@ def test_the_operator_posts_events_about_a_run(kube_env: KubeEnv) -> None:
     assert "pipelinerun/events-1" in listed.stdout
 
 
+def test_a_run_naming_a_task_no_worker_serves_fails_before_any_step(
+    kube_env: KubeEnv, redis_client: redis.Redis
+) -> None:
+    spec = dataflow_spec()
+    spec["steps"][1]["task"] = "tests.operator.op_tasks:scroe"  # a typo
+    ready_pipeline(kube_env, "typo", spec)
+    kube_env.apply(run("typo-1", "typo", inputs={"words": ["a"]}))
+    kube_env.kubectl(
+        "wait", "--for=condition=Succeeded=False", "pipelinerun/typo-1", "--timeout=60s"
+    )
+    status = kube_env.get("pipelinerun", "typo-1")["status"]
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["reason"] == "UnknownTask"
+    assert "'tests.operator.op_tasks:scroe'" in status["message"], status
+    assert "steps" not in status  # refused as a whole, as `taskiq-flow run` refuses it
+    assert count(redis_client, "clean") == 0  # not even the steps before it ran
+    assert "Failed" in reasons(kube_env, "typo-1", "Failed")
+
+
 def test_the_worker_deployment_is_owned_by_the_pipeline(kube_env: KubeEnv) -> None:
     uid = ready_pipeline(kube_env, "owned")["metadata"]["uid"]
     deployment = kube_env.get("deployment", "owned-worker")

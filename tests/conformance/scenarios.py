@@ -50,18 +50,10 @@ class Scenario:
     # Inputs given a fresh directory per run, on the filesystem every process of this
     # machine (worker processes, emulated pods) shares.
     directory_inputs: tuple[str, ...]
-    expected: Record
-    # Documented exceptions: driver -> (why, the record it gives instead). Only where a
-    # driver cannot know what another does (the operator has no task code).
-    divergences: Mapping[str, tuple[str, Record]]
+    expected: Record  # what every driver must record
 
     def __str__(self) -> str:
         return self.name
-
-    def expected_on(self, driver: str) -> Record:
-        """The record ``driver`` must produce."""
-        divergence = self.divergences.get(driver)
-        return self.expected if divergence is None else divergence[1]
 
     @cached_property
     def documents(self) -> list[dict[str, Any]]:
@@ -128,10 +120,6 @@ def _scenario(path: Path) -> Scenario:
         unique_inputs=tuple(head.get("uniqueInputs") or ()),
         directory_inputs=tuple(head.get("directoryInputs") or ()),
         expected=normalise_expected(head["expected"]),
-        divergences={
-            driver: (str(entry["why"]), normalise_expected(entry["record"]))
-            for driver, entry in (head.get("divergences") or {}).items()
-        },
     )
 
 

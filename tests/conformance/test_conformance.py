@@ -27,7 +27,7 @@ by_scenario = pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
 def _check(scenario: Scenario, driver: str, record: Record, records: Records) -> None:
     # Stored before the expectation is checked: the comparison needs it either way.
     records.setdefault(scenario.name, {})[driver] = record
-    expected = scenario.expected_on(driver)
+    expected = scenario.expected
     if not same(record, expected):
         # The field-by-field diff says it all; pytest's own dict diff and the long
         # scenario reprs would only bury it.
@@ -92,12 +92,7 @@ def test_drivers_agree(
     missing = [driver for driver in DRIVERS if driver not in records and driver not in skipped]
     if missing:
         pytest.fail(f"no record from {', '.join(missing)} (see its failure)", pytrace=False)
-    # A documented divergence was checked against its own record by the driver's test.
-    present = {
-        driver: records[driver]
-        for driver in DRIVERS
-        if driver in records and driver not in scenario.divergences
-    }
+    present = {driver: records[driver] for driver in DRIVERS if driver in records}
     first, *others = present.values()
     if not all(same(first, other) for other in others):
         pytest.fail(

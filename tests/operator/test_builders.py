@@ -16,12 +16,14 @@ from taskiq_flow_operator.deployments import (
     desired_replicas,
     ownership,
     run_deployment_name,
+    worker_revision,
 )
 from taskiq_flow_operator.handlers import keep_transition_times
 from taskiq_flow_operator.metrics import Metrics
 from taskiq_flow_operator.notes import build_event
 from taskiq_flow_operator.resolving import RunProblem, resolve_pipeline
 from taskiq_flow_operator.statuses import build_invalid_pipeline_status, build_pipeline_status
+from taskiq_flow_worker.protocol import CATALOG_ENV
 from tests.operator.pipelines import TASKS, dataflow_spec, filter_spec
 
 
@@ -129,8 +131,30 @@ def test_an_inline_run_gets_the_same_workers_on_its_own_queue() -> None:
         body["spec"]["template"]["spec"]["securityContext"]
         == (pipeline["spec"]["template"]["spec"]["securityContext"])
     )
-    assert container["env"] == pipeline["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    pipeline_env = {
+        e["name"]: e.get("value")
+        for e in pipeline["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    # The workers list their tasks beside their own queue, under the same worker revision.
+    run_catalog, pipeline_catalog = env.pop(CATALOG_ENV), pipeline_env.pop(CATALOG_ENV)
+    assert run_catalog.startswith("tfo:catalog:taskiq-flow:ns:run:words-x7k2p:")
+    assert pipeline_catalog.startswith("tfo:catalog:taskiq-flow:ns:words:")
+    assert run_catalog.rsplit(":", 1)[1] == pipeline_catalog.rsplit(":", 1)[1]
+    assert env == pipeline_env
     assert run_deployment() == body  # deterministic
+
+
+def test_the_catalogue_key_follows_what_decides_the_tasks_not_the_scaling() -> None:
+    def revision(**worker: Any) -> str:
+        spec = dataflow_spec()
+        spec["worker"] = {**spec["worker"], **worker}
+        return worker_revision(PipelineSpec.model_validate(spec))
+
+    assert revision() == revision(replicas={"min": 1, "max": 8}, concurrency=9)
+    assert revision(modules=[TASKS, "more_tasks"]) != revision()
+    assert revision(image="registry.example/tasks:2") != revision()
+    assert revision(env=[{"name": "PYTHONPATH", "value": "/code"}]) != revision()
 
 
 def test_long_run_names_fit_and_stay_apart() -> None:

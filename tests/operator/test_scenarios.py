@@ -194,7 +194,9 @@ async def test_cancel_queued_steps_never_execute(env: Env) -> None:
     env.kubelet.paused = True  # no worker pods: the steps stay queued in Redis
     await ready_pipeline(env, "cancel", dataflow_spec())
     await env.cluster.create("pipelineruns", run("cancel-1", "cancel", inputs={"words": ["a"]}))
-    await env.cluster.wait_run("cancel-1", {"Running"})
+    # No worker has listed the tasks it serves yet: the run waits for one.
+    waiting = await env.cluster.wait_run("cancel-1", {"Pending"})
+    assert waiting["status"]["conditions"][0]["reason"] == "WaitingForWorkers"
 
     async def worker_wanted() -> bool:
         deployment = await env.cluster.get("deployments", "cancel-worker")

@@ -8,16 +8,21 @@ For every message the operator kicked (it carries the ``tfo_run`` label) it
 - stores the output as JSON with a TTL, then appends a step event to the events stream
   (for an item of a filter step: the item itself, when the task returned a truthy value);
 - reports an unknown task name as a failed step (taskiq alone would drop the message and
-  the run would wait for ever).
+  the run would wait for ever);
+- keeps the names of the tasks it serves in Redis while it runs, when the operator's
+  Deployment names the key (``protocol.CATALOG_ENV``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -62,6 +67,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._wrapped: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
+        self._catalog: asyncio.Task[None] | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -102,8 +108,19 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
                 self._redis = Redis(connection_pool=pool)
         return self._redis
 
+    async def startup(self) -> None:
+        """In a worker process whose Deployment names a catalogue key, keep it filled."""
+        key = os.environ.get(p.CATALOG_ENV)
+        if key and self.broker.is_worker_process:
+            self._catalog = asyncio.create_task(self._keep_catalog(key))
+
     async def shutdown(self) -> None:
-        """Close the Redis client."""
+        """Stop refreshing the catalogue; close the Redis client."""
+        if self._catalog is not None:
+            self._catalog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catalog
+            self._catalog = None
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=self.redis_url is not None)
             self._redis = None
@@ -182,6 +199,16 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         await self._append_event(message, info)
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _keep_catalog(self, key: str) -> None:
+        # The tasks' modules were imported before the broker started: the list is whole.
+        names = json.dumps(sorted(self.broker.get_all_tasks()))
+        while True:
+            try:
+                await self.redis.set(key, names, ex=p.CATALOG_TTL_SECONDS)
+            except Exception as exc:  # Redis away: try again at the next refresh
+                logger.warning("could not write the task catalogue %s: %r", key, exc)
+            await asyncio.sleep(p.CATALOG_REFRESH_SECONDS)
 
     async def _append_event(self, message: TaskiqMessage, info: dict[str, Any]) -> None:
         labels = message.labels

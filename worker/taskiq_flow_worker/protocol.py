@@ -15,6 +15,10 @@ The operator imports this module; the worker never imports the operator.
   step event to the events stream; the operator reads it with a consumer group. For an
   item of a filter step it stores the item itself, and only when the task returned a
   truthy value; the event says which (``keep``).
+- A worker started with ``TASKIQ_FLOW_CATALOG_KEY`` (the operator's Deployments set it)
+  keeps the names of the tasks it serves under that key, as a JSON list, refreshed while
+  it runs: the operator checks a run's task names against it before the first step, as
+  ``taskiq-flow run`` checks them against the task modules.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from taskiq_flow.dataflow.dag import POSITIONAL_ITEM
 
 __all__ = [
     "CANCELLED_TTL_SECONDS",
+    "CATALOG_ENV",
+    "CATALOG_REFRESH_SECONDS",
+    "CATALOG_TTL_SECONDS",
     "DEFAULT_EVENTS_STREAM",
     "DEFAULT_OUTPUT_TTL_SECONDS",
     "LABEL_ATTEMPT",
@@ -43,6 +50,7 @@ __all__ = [
     "KEY_PREFIX",
     "StepEvent",
     "cancelled_key",
+    "catalog_key",
     "done_key",
     "dumps",
     "item_ref",
@@ -70,6 +78,12 @@ DEFAULT_EVENTS_STREAM = "tfo:events"
 DEFAULT_OUTPUT_TTL_SECONDS = 86_400
 CANCELLED_TTL_SECONDS = 86_400
 
+CATALOG_ENV = "TASKIQ_FLOW_CATALOG_KEY"
+# Refreshed well within its TTL: a catalogue outlives a Redis restart by one refresh at
+# most, and one of workers that are all gone by one TTL at most.
+CATALOG_TTL_SECONDS = 60
+CATALOG_REFRESH_SECONDS = 15
+
 
 def run_pattern(run: str) -> str:
     """A ``SCAN`` pattern matching every key of a run."""
@@ -90,6 +104,11 @@ def done_key(run: str, tid: str) -> str:
 def cancelled_key(run: str) -> str:
     """Exists while the run is cancelled: its queued messages are skipped."""
     return f"{KEY_PREFIX}{{{run}}}:cancelled"
+
+
+def catalog_key(queue: str, revision: str) -> str:
+    """Where the workers of ``queue`` running worker spec ``revision`` list their tasks."""
+    return f"{KEY_PREFIX}catalog:{queue}:{revision}"
 
 
 def output_ref(run: str, step: str) -> dict[str, Any]:

@@ -20,6 +20,16 @@ from taskiq_flow.core import (
     RunOutcome,
     Skip,
 )
+from taskiq_flow.core.fanout import (
+    ItemFailure,
+    ItemPhase,
+    first_items,
+    items_error,
+    judge_item_failure,
+    kept_items,
+    released_item,
+    succeeded_item,
+)
 from taskiq_flow.errors import ErrorHandlingMode
 
 NO_JITTER = RetryPolicy(retries=2, delay=1.0, backoff=2.0, jitter=False)
@@ -168,3 +178,46 @@ def test_a_restored_machine_goes_on_with_the_same_items() -> None:
         assert items(copy.tick(2.0)) == []  # the window is full: item 1 waits its turn
         assert items(copy.item_succeeded("each", 1, 2, 1, 2.5)) == [(1, 2)]
     assert twin.snapshot() == m.snapshot()
+
+
+# -- the same rules as functions, for the worker-side sequential driver ------------------
+
+
+def test_a_driver_without_a_shared_view_keeps_the_window_by_releasing_item_plus_limit() -> None:
+    assert list(first_items(3, 10)) == [0, 1, 2]
+    assert list(first_items(None, 4)) == [0, 1, 2, 3]
+    assert list(first_items(8, 2)) == [0, 1]
+    # Each held-back item has exactly one releaser: 3..9 once each, nothing beyond.
+    released = [released_item(item, 3, 10) for item in range(10)]
+    assert released == [3, 4, 5, 6, 7, 8, 9, None, None, None]
+    assert released_item(0, None, 10) is None
+
+
+def test_an_item_failure_is_judged_as_the_machine_judges_it() -> None:
+    policy = RetryPolicy(retries=1, delay=2.0, jitter=False, max_retry_time=10.0)
+    fail_fast, skip = ErrorHandlingMode.FAIL_FAST, ErrorHandlingMode.SKIP_FAILED
+    assert judge_item_failure(policy, fail_fast, 1, 0.0, 1.0, 0.5, "E: x") == ItemFailure(
+        3.0, False
+    )
+    # Out of attempts: failed for good, which fails the step at once only under FailFast.
+    assert judge_item_failure(policy, fail_fast, 2, 0.0, 1.0, 0.5, "E: x") == ItemFailure(
+        None, True
+    )
+    assert judge_item_failure(policy, skip, 2, 0.0, 1.0, 0.5, "E: x") == ItemFailure(None, False)
+    # max_retry_time counts from the item's own first attempt.
+    assert judge_item_failure(policy, skip, 1, 0.0, 9.0, 0.5, "E: x").retry_at is None
+    assert judge_item_failure(policy, skip, 1, 5.0, 9.0, 0.5, "E: x").retry_at == 11.0
+    unknown = "UnknownTaskError: unknown task 'm:f'"
+    assert judge_item_failure(policy, skip, 1, 0.0, 1.0, 0.5, unknown).retry_at is None
+
+
+def test_the_output_is_the_items_that_succeeded_in_order() -> None:
+    phases = [
+        succeeded_item(True, 4),
+        succeeded_item(True, 0),  # a filter's task did not keep it
+        ItemPhase.FAILED,
+        succeeded_item(False, 0),  # a map keeps every result, falsy or not
+    ]
+    assert phases == [ItemPhase.SUCCEEDED, ItemPhase.DROPPED, ItemPhase.FAILED, ItemPhase.SUCCEEDED]
+    assert kept_items(phases) == [0, 3]
+    assert items_error(1, 4, 2, "E: x") == "1 of 4 items failed; item 2: E: x"
