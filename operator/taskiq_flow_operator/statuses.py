@@ -108,13 +108,8 @@ def build_run_status(
     (``run_status``), as a merge patch (a field that became empty is sent as null, and
     so removed)."""
     report = report_of(driver.machine, driver.run, now)
-    status = run_status(report, generation=generation)
-    patch = status.model_dump(by_alias=True, mode="json", exclude={"outputs"})
-    if outputs is not None:
-        patch["outputs"] = dict(outputs)
+    status = run_status(report, outputs=outputs, generation=generation)
+    patch = status.model_dump(by_alias=True, mode="json")
+    if outputs is None:
+        del patch["outputs"]  # kept as they are until the final status
     return patch
-
-
-def truncated(size: int) -> dict[str, Any]:
-    """How a large output appears in ``status.outputs``."""
-    return {"truncated": True, "bytes": size}

@@ -9,8 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 from taskiq import TaskiqMessage
 
+from taskiq_flow.manifests.status import INLINE_OUTPUT_BYTES, truncated
 from taskiq_flow_operator.driving import Kick, RunDriver
-from taskiq_flow_operator.statuses import INLINE_OUTPUT_BYTES, truncated
 from taskiq_flow_worker import protocol as p
 
 __all__ = ["CONSUMER", "EVENTS_GROUP", "Store"]

@@ -98,8 +98,9 @@ def _step(machine: RunMachine, name: str, wall: float) -> StepReport:
     running = 0
     if fan is not None:
         counts = fan.counts()
+        in_flight = counts.pop("running")
         # Items in flight are abandoned with a step that is no longer running.
-        running = counts.pop("running") if state.phase in (Phase.RUNNING, Phase.RETRYING) else 0
+        running = in_flight if state.phase in (Phase.RUNNING, Phase.RETRYING) else 0
         items = counts
     return StepReport(
         name=name,

@@ -25,6 +25,7 @@ __all__ = [
     "rfc3339",
     "run_status",
     "step_status",
+    "truncated",
 ]
 
 INLINE_OUTPUT_BYTES = 4096
@@ -70,13 +71,19 @@ def step_status(step: StepReport) -> StepStatus:
     )
 
 
+def truncated(size: int) -> dict[str, Any]:
+    """How an output larger than ``INLINE_OUTPUT_BYTES`` appears in a status."""
+    return {"truncated": True, "bytes": size}
+
+
 def inline_outputs(outputs: Mapping[str, Any], limit: int = INLINE_OUTPUT_BYTES) -> dict[str, Any]:
-    """Outputs for a status: small ones as they are, large ones as ``{truncated, bytes}``."""
+    """Outputs for a status: small ones as they are, large ones as ``truncated``. Sizes
+    are of compact JSON, as the operator's workers store outputs."""
     result: dict[str, Any] = {}
     for name, value in outputs.items():
-        text = json.dumps(value, default=str)
+        text = json.dumps(value, default=str, separators=(",", ":"))
         size = len(text.encode())
-        result[name] = json.loads(text) if size <= limit else {"truncated": True, "bytes": size}
+        result[name] = json.loads(text) if size <= limit else truncated(size)
     return result
 
 
@@ -87,8 +94,7 @@ def run_status(
     generation: int | None = None,
 ) -> PipelineRunStatus:
     """The PipelineRun ``status`` for ``report``: what ``taskiq-flow run -o json`` prints
-    and what the operator writes (``outputs`` inline when given, as they are: callers
-    cut large ones)."""
+    and what the operator writes (``outputs`` inline when given, large ones cut)."""
     steps = {name: step_status(s) for name, s in report.steps.items()}
     done = sum(1 for s in steps.values() if s.phase in _TERMINAL)
     phase = RunPhase(report.status)
@@ -115,7 +121,7 @@ def run_status(
             )
         ],
         steps=steps,
-        outputs=None if outputs is None else dict(outputs),
+        outputs=None if outputs is None else inline_outputs(outputs),
     )
 
 
