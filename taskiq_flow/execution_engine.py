@@ -78,7 +78,8 @@ class ItemProgress:
 class ExecutionEngine:
     """Runs a DAG: each step as a taskiq task, as soon as its inputs exist.
 
-    ``max_parallel`` caps steps in flight; ``error_mode`` decides what a failure does
+    ``max_parallel`` caps tasks in flight, map items included (``None``: no cap);
+    ``error_mode`` decides what a failure does
     (see ``ErrorHandlingMode``); ``timeout`` bounds the whole run and ``task_timeout``
     each step that sets none itself. With ``resource_aware`` a step starts only while the
     machine has room for it, by ``resource_profiles`` and psutil readings.
@@ -88,7 +89,7 @@ class ExecutionEngine:
         self,
         broker: AsyncBroker,
         dag: DAG,
-        max_parallel: int | None = 10,
+        max_parallel: int | None = None,
         error_mode: ErrorHandlingMode | str = ErrorHandlingMode.FAIL_FAST,
         resource_aware: bool = False,
         resource_profiles: Mapping[str, Mapping[str, Any]] | None = None,

@@ -31,7 +31,7 @@ class DataflowPipeline:
         self,
         broker: AsyncBroker,
         *,
-        max_parallel: int | None = 10,
+        max_parallel: int | None = None,
         error_mode: ErrorHandlingMode | str = ErrorHandlingMode.FAIL_FAST,
         timeout: float | None = None,
         task_timeout: float | None = None,

@@ -72,9 +72,9 @@ def _broker(url: str | None, queue: str, settings: RunSettings) -> AsyncBroker:
     if url is None:
         # The engine learns of finished tasks through its own channel, not the result
         # backend, so the in-memory result store's size does not matter.
-        return InMemoryBroker(
-            sync_tasks_pool_size=max(4, settings.parallelism), max_async_tasks=10_000
-        )
+        # Sync tasks run on threads: as many as the run may have in flight, within reason.
+        threads = min(max(4, settings.parallelism or 16), 64)
+        return InMemoryBroker(sync_tasks_pool_size=threads, max_async_tasks=10_000)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         fail([Problem("--broker", f"unsupported broker URL {url!r}: use redis://HOST:PORT/DB")])
     try:

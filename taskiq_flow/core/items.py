@@ -62,6 +62,9 @@ class ItemRules(ABC):
     @abstractmethod
     def in_flight(self) -> int: ...
 
+    @abstractmethod
+    def has_room(self) -> bool: ...
+
     # -- inputs ---------------------------------------------------------------------------
 
     def expand(self, node: str, attempt: int, total: int, now: float) -> list[Action]:
@@ -153,6 +156,8 @@ class ItemRules(ABC):
                 continue
             timeout = self.plan.nodes[name].timeout
             while fan.startable():
+                if not self.has_room():
+                    return
                 # Like steps: admission may wait, but never while no task runs at all.
                 if self.admit_item is not None and not self.admit_item() and self.in_flight():
                     return

@@ -42,8 +42,9 @@ class RunMachine(ItemRules, Persistence):
     current (a late result of a timed-out or cancelled attempt, a redelivered message)
     are ignored, which is what makes at-least-once delivery safe.
 
-    ``max_in_flight`` bounds the steps in flight (a fan-out step counts once); a fan-out
-    step's ``max_parallel`` bounds its items.
+    ``max_in_flight`` bounds the tasks in flight: plain steps and the items of fan-out
+    steps alike (a run's ``parallelism``, as Argo counts it); a fan-out step's
+    ``max_parallel`` also bounds its own items.
     """
 
     def __init__(
@@ -330,9 +331,14 @@ class RunMachine(ItemRules, Persistence):
         self._pump_steps(now, actions)
         self._pump_items(now, actions)
 
+    def has_room(self) -> bool:
+        """Whether one more task may start under ``max_in_flight``."""
+        return self.max_in_flight is None or self.in_flight() < self.max_in_flight
+
     def _pump_steps(self, now: float, actions: list[Action]) -> None:
         while self._ready:
-            if self.max_in_flight is not None and len(self.running) >= self.max_in_flight:
+            # A fan-out step waits for room too: it starts an item as soon as it expands.
+            if not self.has_room():
                 return
             name = self.plan.order[self._ready[0]]
             state = self.nodes[name]

@@ -67,8 +67,8 @@ def error_mode_of(mode: ErrorMode | str) -> ErrorHandlingMode:
 def retry_policy(spec: RetrySpec | None) -> RetryPolicy:
     """The library's ``RetryPolicy`` for a step's ``retries``.
 
-    A manifest's retries are bounded by their count and the step and run timeouts, not by
-    the library's default cap on total retry time.
+    A manifest's retries are bounded by their count, ``maxDurationSeconds`` when given and
+    the step and run timeouts, not by the library's default cap on total retry time.
     """
     if spec is None:
         return NO_RETRY
@@ -77,7 +77,8 @@ def retry_policy(spec: RetrySpec | None) -> RetryPolicy:
         delay=spec.delay_seconds,
         backoff=spec.backoff,
         max_delay=spec.max_delay_seconds,
-        max_retry_time=None,
+        jitter=spec.jitter,
+        max_retry_time=spec.max_duration_seconds,
     )
 
 
@@ -151,7 +152,7 @@ class TaskResolver:
 class RunSettings:
     """How one run executes: the pipeline's settings with the run's overrides applied."""
 
-    parallelism: int
+    parallelism: int | None  # tasks in flight, items included; None: no bound
     error_mode: ErrorHandlingMode
     timeout: float | None
 

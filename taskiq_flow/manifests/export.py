@@ -67,6 +67,10 @@ def _retries(policy: RetryPolicy) -> dict[str, Any] | None:
     }
     if policy.max_delay is not None:
         retries["maxDelaySeconds"] = policy.max_delay
+    if not policy.jitter:
+        retries["jitter"] = False
+    if policy.max_retry_time is not None:
+        retries["maxDurationSeconds"] = policy.max_retry_time
     return retries
 
 
@@ -130,9 +134,10 @@ def _dataflow_manifest(obj: DataflowPipeline, *, name: str | None = None) -> dic
     spec: dict[str, Any] = {
         "mode": "dataflow",
         "worker": {"modules": modules},
-        "parallelism": obj.max_parallel or 10,
         "errorMode": _ERROR_MODE_NAMES[obj.error_mode.value],
     }
+    if obj.max_parallel is not None:
+        spec["parallelism"] = obj.max_parallel
     if obj.timeout is not None:
         spec["timeoutSeconds"] = obj.timeout
     inputs = [{"name": ext} for ext in dag.external_inputs]

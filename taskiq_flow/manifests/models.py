@@ -233,6 +233,14 @@ class RetrySpec(_Model):
     delay_seconds: float = Field(default=1.0, ge=0, description="Wait before the first retry.")
     backoff: float = Field(default=2.0, ge=1, description="Factor applied to each next wait.")
     max_delay_seconds: float | None = Field(default=None, gt=0, description="Cap on a single wait.")
+    jitter: bool = Field(
+        default=True, description="Each wait is uniform in [w/2, w] rather than exactly w."
+    )
+    max_duration_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="No new attempt starts later than this after the first attempt began.",
+    )
 
 
 class MapSpec(_Model):
@@ -308,7 +316,11 @@ class PipelineSpec(_Model):
 
     mode: Mode = Field(default=Mode.DATAFLOW, description="dataflow (default) or sequential.")
     worker: WorkerSpec = Field(description="The worker that runs the tasks.")
-    parallelism: int = Field(default=10, ge=1, description="Steps in flight per run.")
+    parallelism: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tasks in flight per run, map and filter items included (unset: no bound).",
+    )
     error_mode: ErrorMode = Field(
         default=ErrorMode.FAIL_FAST, description="What a run does when a step fails."
     )

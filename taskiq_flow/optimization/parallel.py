@@ -29,10 +29,6 @@ class GlobalTaskLimit:
         self.limit: int | None = None
         self.in_flight = 0
 
-    def has_room(self) -> bool:
-        """Whether one more task may start."""
-        return self.limit is None or self.in_flight < self.limit
-
     def acquire(self) -> None:
         """Count one more task in flight."""
         self.in_flight += 1

@@ -59,11 +59,6 @@ def _ms(start: datetime | None, end: datetime) -> float | None:
     return None if start is None else (end - start).total_seconds() * 1000.0
 
 
-def _reason(error: str | None) -> str:
-    """The kind of a failure: the text before the first colon (the exception type)."""
-    return (error or "unknown").split(":", 1)[0].strip()
-
-
 def _from_ts(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from taskiq_flow.tracking.models import PIPELINE_STATES, PipelineStatus, StepStatus
+from taskiq_flow.tracking.models import PIPELINE_STATES, PipelineStatus
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
@@ -375,8 +375,3 @@ class RedisPipelineStorage:
     async def delete_pipeline(self, pipeline_id: str) -> None:
         await self.client.delete(self.run_key(pipeline_id))
         await self._unindex([pipeline_id])
-
-
-def step_fields(step: StepStatus) -> dict[str, Any]:
-    """A step as the JSON-ready dict ``RedisPipelineStorage.record`` takes."""
-    return step.model_dump(mode="json", fallback=repr)

@@ -78,7 +78,9 @@ def test_the_manifest_describes_the_pipeline(tmp_path: Path, flows: Any) -> None
         "output": "squares",
         "map": {"over": "numbers", "as": "n", "maxParallel": 2},
         "inputs": [],
-        "retries": {"limit": 2, "delaySeconds": 0.1, "backoff": 2.0},
+        # @pipeline_task caps retries at 300 s after the first attempt unless told
+        # otherwise: the manifest says so, so it means the same.
+        "retries": {"limit": 2, "delaySeconds": 0.1, "backoff": 2.0, "maxDurationSeconds": 300},
         "timeoutSeconds": 5,
     }
     assert steps["add"]["args"] == {"bonus": 100}
@@ -199,7 +201,13 @@ def test_a_sequential_pipeline_exports_and_runs_the_same(tmp_path: Path, sequent
     assert spec["steps"][1]["filter"] == {}
     assert spec["steps"][2]["map"] == {"maxParallel": 2}
     assert spec["steps"][2]["args"] == {"suffix": "!"}
-    assert spec["steps"][0]["retries"] == {"limit": 1, "delaySeconds": 0.1, "backoff": 2.0}
+    # with_retry waits without jitter by default: the manifest turns it off too.
+    assert spec["steps"][0]["retries"] == {
+        "limit": 1,
+        "delaySeconds": 0.1,
+        "backoff": 2.0,
+        "jitter": False,
+    }
     (tmp_path / "pipeline.yaml").write_text(exported.stdout)
 
     async def in_python() -> Any:

@@ -221,3 +221,27 @@ def test_the_output_is_the_items_that_succeeded_in_order() -> None:
     assert phases == [ItemPhase.SUCCEEDED, ItemPhase.DROPPED, ItemPhase.FAILED, ItemPhase.SUCCEEDED]
     assert kept_items(phases) == [0, 3]
     assert items_error(1, 4, 2, "E: x") == "1 of 4 items failed; item 2: E: x"
+
+
+def test_the_runs_max_in_flight_counts_items_and_steps_alike() -> None:
+    plan = Plan(
+        [
+            NodeSpec("solo"),
+            NodeSpec("each", (), NO_RETRY, None, True),
+        ]
+    )
+    m = RunMachine(plan, max_in_flight=2, rng=lambda: 0.0)
+    assert m.start(0.0) == [Dispatch("solo", 1), Expand("each", 1)]
+    # One task runs (solo): one of the four items fits.
+    assert items(m.expand("each", 1, 4, 0.0)) == [(0, 1)]
+    assert m.in_flight() == 2
+    # solo's end frees a slot for the next item; an item's end for the one after it.
+    assert items(m.succeeded("solo", 1, 1.0)) == [(1, 1)]
+    assert items(m.item_succeeded("each", 1, 0, 1, 2.0)) == [(2, 1)]
+    assert m.in_flight() == 2
+
+
+def test_a_run_without_max_in_flight_starts_every_item_at_once() -> None:
+    m = RunMachine(Plan([NodeSpec("each", (), NO_RETRY, None, True)]), rng=lambda: 0.0)
+    assert m.start(0.0) == [Expand("each", 1)]
+    assert len(items(m.expand("each", 1, 50, 0.0))) == 50

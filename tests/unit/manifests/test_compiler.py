@@ -333,6 +333,17 @@ class TestRunSettings:
         assert (policy.retries, policy.delay, policy.backoff, policy.max_delay) == (3, 1, 2, 60)
         assert policy.max_retry_time is None
         assert retry_policy(None).retries == 0
+        assert policy.jitter  # on unless a manifest turns it off
+
+    def test_retry_jitter_and_max_duration_reach_the_policy(self) -> None:
+        spec = RetrySpec.model_validate(
+            {"limit": 5, "delaySeconds": 2, "jitter": False, "maxDurationSeconds": 30}
+        )
+        policy = retry_policy(spec)
+        assert (policy.jitter, policy.max_retry_time) == (False, 30)
+        # Without jitter the wait is exactly the formula's, whatever the random draw.
+        assert policy.delay_before(3, 0.0) == policy.delay_before(3, 0.99) == 8.0
+        assert retry_policy(RetrySpec(limit=1)).delay_before(1, 0.0) == 0.5  # w/2 at worst
 
 
 def test_an_item_that_would_not_reach_its_parameter_asks_for_map_as() -> None:

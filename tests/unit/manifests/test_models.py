@@ -24,7 +24,7 @@ class TestPipeline:
         pipeline = _validate(Pipeline, pipeline_doc([{"name": "a", "task": "m:f"}]))
         spec = pipeline.spec
         assert spec.mode == Mode.DATAFLOW
-        assert spec.parallelism == 10
+        assert spec.parallelism is None  # no run-level bound
         assert spec.error_mode == ErrorMode.FAIL_FAST
         assert spec.worker.concurrency == 10
         assert (spec.worker.replicas.min, spec.worker.replicas.max) == (0, 1)
