@@ -45,13 +45,27 @@ async def wait_for_catalog(
         except RedisError as exc:
             logger.warning("reading the task catalogue %s failed: %r", key, exc)
             raw = None
-        if raw is not None:
-            return frozenset(str(name) for name in json.loads(raw))
+        served = None if raw is None else _names(key, raw)
+        if served is not None:
+            return served
         if not announced:
             announced = True
             await waiting()
         await stopped.wait(POLL_SECONDS)
     return None
+
+
+def _names(key: str, raw: bytes | str) -> frozenset[str] | None:
+    """The list a worker wrote, or ``None`` (logged) for anything else under the key: the
+    run waits for a worker to write it again rather than failing on it."""
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        logger.warning("the task catalogue %s is not a list of task names; ignored", key)
+        return None
+    return frozenset(names)
 
 
 def unknown_task_message(unknown: list[str]) -> str:
