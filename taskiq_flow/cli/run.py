@@ -25,7 +25,7 @@ from taskiq_flow.cli.common import (
 )
 from taskiq_flow.cli.output import print_result
 from taskiq_flow.cli.progress import ProgressMode, RunProgress
-from taskiq_flow.errors import DAGError, ErrorHandlingMode, PipelineError
+from taskiq_flow.errors import DAGError, PipelineError
 from taskiq_flow.execution_engine import ExecutionEngine
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
 from taskiq_flow.manifests.problems import ManifestError, Problem
@@ -158,9 +158,9 @@ async def _execute(
     failed = {name: step.error for name, step in report.steps.items() if step.status == "Failed"}
     duration = f" in {report.duration:.2f}s" if report.duration is not None else ""
     if report.status == "Succeeded":
-        if failed and settings.error_mode is ErrorHandlingMode.SKIP_FAILED:
-            for name, error in failed.items():
-                click.echo(f"warning: step {name!r} failed and was skipped: {error}", err=True)
+        # Failed steps of a run that succeeded: under SkipFailed, or continueOnFailure.
+        for name, error in failed.items():
+            click.echo(f"warning: step {name!r} failed and the run went on: {error}", err=True)
         click.echo(f"run {run_id} Succeeded{duration} ({status.progress} steps)", err=True)
         return EXIT_OK
     click.echo(f"run {run_id} {report.status}{duration}: {report.reason}", err=True)

@@ -65,6 +65,9 @@ class ItemRules(ABC):
     @abstractmethod
     def has_room(self) -> bool: ...
 
+    @abstractmethod
+    def _mode_of(self, node: str) -> ErrorHandlingMode: ...
+
     # -- inputs ---------------------------------------------------------------------------
 
     def expand(self, node: str, attempt: int, total: int, now: float) -> list[Action]:
@@ -199,7 +202,7 @@ class ItemRules(ABC):
         policy = self.plan.nodes[node].retry
         verdict = judge_item_failure(
             policy,
-            self.error_mode,
+            self._mode_of(node),
             attempt,
             fan.first_start(item),
             now,
@@ -236,7 +239,7 @@ class ItemRules(ABC):
         # (its consumers are skipped); under SkipFailed the failed items are left out.
         step = self.plan.nodes[node]
         actions.append(Gather(node, fan.attempt, tuple(fan.kept()), step.filter_items))
-        if fan.failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
+        if fan.failed and self._mode_of(node) is not ErrorHandlingMode.SKIP_FAILED:
             self._fail_step(node, state, _items_error(fan), now, actions)
             return
         self._settle(node, state, Phase.SUCCEEDED, now)

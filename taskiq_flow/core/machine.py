@@ -238,10 +238,17 @@ class RunMachine(ItemRules, Persistence):
             assert limit is not None
             self._fail_attempt(node, state, timeout_error(limit), now, True, actions)
 
-    def _releases(self, phase: Phase) -> bool:
+    def _mode_of(self, node: str) -> ErrorHandlingMode:
+        """The error mode for ``node``'s failure: the run's, unless the step continues on
+        failure (then as under ``CONTINUE_ON_ERROR``, without failing the run)."""
+        if self.plan.nodes[node].continue_on_failure:
+            return ErrorHandlingMode.CONTINUE_ON_ERROR
+        return self.error_mode
+
+    def _releases(self, node: str, phase: Phase) -> bool:
         # SKIP_FAILED lets consumers of a failed step run without its output.
         return phase is Phase.SUCCEEDED or (
-            phase is Phase.FAILED and self.error_mode is ErrorHandlingMode.SKIP_FAILED
+            phase is Phase.FAILED and self._mode_of(node) is ErrorHandlingMode.SKIP_FAILED
         )
 
     def _settle(self, node: str, state: NodeState, phase: Phase, now: float) -> None:
@@ -291,11 +298,12 @@ class RunMachine(ItemRules, Persistence):
         state.error = error
         self._settle(node, state, Phase.FAILED, now)
         actions.append(Fail(node, state.attempt, error))
-        if self.error_mode is ErrorHandlingMode.FAIL_FAST:
+        mode = self._mode_of(node)
+        if mode is ErrorHandlingMode.FAIL_FAST:
             self._abort(
                 RunOutcome.FAILED, f"step {node!r} failed: {error}", now, actions, failed_node=node
             )
-        elif self.error_mode is ErrorHandlingMode.CONTINUE_ON_ERROR:
+        elif mode is ErrorHandlingMode.CONTINUE_ON_ERROR:
             for dependent in self.plan.descendants(node):
                 dstate = self.nodes[dependent]
                 if dstate.phase is Phase.PENDING:
@@ -368,7 +376,11 @@ class RunMachine(ItemRules, Persistence):
     def _maybe_finish(self, actions: list[Action]) -> None:
         if self.outcome is not None or self._terminal < len(self.nodes):
             return
-        failed = [n for n, s in self.nodes.items() if s.phase is Phase.FAILED]
+        failed = [
+            n
+            for n, s in self.nodes.items()
+            if s.phase is Phase.FAILED and not self.plan.nodes[n].continue_on_failure
+        ]
         if failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
             self.outcome = Finish(
                 RunOutcome.FAILED, f"{len(failed)} step(s) failed: {', '.join(failed)}", failed[0]

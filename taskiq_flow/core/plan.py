@@ -18,7 +18,8 @@ class NodeSpec:
 
     A ``fan_out`` step runs one task per item (at most ``max_parallel`` at once); with
     ``filter_items`` its output is the items whose task returned a truthy value.
-    ``retry`` and ``timeout`` then apply to each item.
+    ``retry`` and ``timeout`` then apply to each item. A ``continue_on_failure`` step's
+    failure is handled as under ``CONTINUE_ON_ERROR`` and never fails the run.
     """
 
     name: str
@@ -28,6 +29,7 @@ class NodeSpec:
     fan_out: bool = False
     max_parallel: int | None = None
     filter_items: bool = False
+    continue_on_failure: bool = False
 
 
 class Step(Protocol):
@@ -53,6 +55,9 @@ class Step(Protocol):
 
     @property
     def filter_items(self) -> bool: ...
+
+    @property
+    def continue_on_failure(self) -> bool: ...
 
 
 class Plan:

@@ -36,7 +36,7 @@ class Persistence(ABC):
     _terminal: int
 
     @abstractmethod
-    def _releases(self, phase: Phase) -> bool: ...
+    def _releases(self, node: str, phase: Phase) -> bool: ...
 
     @abstractmethod
     def _queue_items(self, node: str, fan: Fanout) -> None: ...
@@ -104,7 +104,7 @@ def _restore(machine: Persistence, data: Mapping[str, Any]) -> None:
         state.error = saved.get("error")
         if state.phase in TERMINAL:
             machine._terminal += 1
-        if machine._releases(state.phase):
+        if machine._releases(name, state.phase):
             released.add(name)
         if state.phase is Phase.RUNNING:
             machine.running.add(name)

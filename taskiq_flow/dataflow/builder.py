@@ -42,8 +42,12 @@ def node_for_task(
     timeout: float | None = None,
     resources: Mapping[str, Any] | None = None,
     args: Mapping[str, Any] | None = None,
+    continue_on_failure: bool = False,
 ) -> DAGNode:
-    """A ``DAGNode`` for ``task``: explicit arguments win over its ``@pipeline_task`` spec."""
+    """A ``DAGNode`` for ``task``: explicit arguments win over its ``@pipeline_task`` spec.
+
+    ``continue_on_failure``: the step's failure (after its retries) does not fail the run;
+    its consumers are skipped."""
     task_name = task_name_of(task)
     spec = get_task_spec(task)
     if output is None:
@@ -82,6 +86,7 @@ def node_for_task(
         resources=dict(resources) if resources else NOTHING,
         multi_output=spec.multi_output if spec and output is None else len(outputs) > 1,
         args=static,
+        continue_on_failure=continue_on_failure,
     )
 
 

@@ -72,6 +72,9 @@ class DAGNode:
     has_initial: bool = False
     chunk_size: int | None = None
     filter_items: bool = False
+    # Its failure does not fail the run (its consumers are skipped): the step's own
+    # override of the run's error mode.
+    continue_on_failure: bool = False
     level: int = 0
     # Set by the DAG: tuples, not sets (a set costs 216 bytes even when it holds one name).
     deps: tuple[str, ...] = field(default=(), repr=False)

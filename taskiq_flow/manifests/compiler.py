@@ -363,6 +363,7 @@ class _Compiler:
             map_param=item,
             max_parallel=each.max_parallel if each is not None else None,
             filter_items=step.filter is not None,
+            continue_on_failure=step.continue_on_failure,
             first_arg=first_arg,
         )
 

@@ -115,6 +115,8 @@ def _step(
     timeout = node.timeout if node.timeout is not None else task_timeout
     if timeout is not None:
         step["timeoutSeconds"] = timeout
+    if node.continue_on_failure:
+        step["continueOnFailure"] = True
     return step
 
 

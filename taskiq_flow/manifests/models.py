@@ -290,6 +290,10 @@ class StepSpec(_Model):
         description="Run the task once per item; the output keeps items it returned true for.",
     )
     retries: RetrySpec | None = Field(default=None, description="Retry policy.")
+    continue_on_failure: bool = Field(
+        default=False,
+        description="Its failure (after retries) does not fail the run; its consumers are skipped.",
+    )
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Time limit of one attempt (of one item, for a map)."
     )

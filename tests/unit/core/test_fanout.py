@@ -245,3 +245,36 @@ def test_a_run_without_max_in_flight_starts_every_item_at_once() -> None:
     m = RunMachine(Plan([NodeSpec("each", (), NO_RETRY, None, True)]), rng=lambda: 0.0)
     assert m.start(0.0) == [Expand("each", 1)]
     assert len(items(m.expand("each", 1, 50, 0.0))) == 50
+
+
+def test_a_step_that_continues_on_failure_does_not_fail_the_run() -> None:
+    plan = Plan(
+        [
+            NodeSpec("broken", continue_on_failure=True),
+            NodeSpec("after", ("broken",)),
+            NodeSpec("aside"),
+        ]
+    )
+    m = RunMachine(plan, error_mode=ErrorHandlingMode.FAIL_FAST, rng=lambda: 0.0)
+    assert m.start(0.0) == [Dispatch("broken", 1), Dispatch("aside", 1)]
+    # Under FailFast the run would end here; the step's own override keeps it going,
+    # and its consumer is skipped as under ContinueOnError.
+    assert m.failed("broken", 1, "E: x", 1.0) == [
+        Fail("broken", 1, "E: x"),
+        Skip("after", "upstream step 'broken' failed"),
+    ]
+    assert m.succeeded("aside", 1, 2.0) == [Finish(RunOutcome.SUCCEEDED, "all steps finished")]
+    assert (m.nodes["broken"].phase, m.nodes["after"].phase) == (Phase.FAILED, Phase.SKIPPED)
+
+
+def test_a_map_that_continues_on_failure_runs_every_item_and_keeps_the_good_ones() -> None:
+    plan = Plan([NodeSpec("each", (), NO_RETRY, None, True, continue_on_failure=True)])
+    m = RunMachine(plan, error_mode=ErrorHandlingMode.FAIL_FAST, rng=lambda: 0.0)
+    m.start(0.0)
+    assert items(m.expand("each", 1, 3, 0.0)) == [(0, 1), (1, 1), (2, 1)]
+    assert m.item_failed("each", 1, 0, 1, "E: x", 1.0) == [Fail("each", 1, "E: x", item=0)]
+    m.item_succeeded("each", 1, 1, 1, 1.0)
+    actions = m.item_succeeded("each", 1, 2, 1, 1.0)
+    assert Gather("each", 1, (1, 2), False) in actions
+    assert actions[-1] == Finish(RunOutcome.SUCCEEDED, "all steps finished")
+    assert m.nodes["each"].phase is Phase.FAILED

@@ -472,6 +472,31 @@ async def test_continue_on_error_finishes_independent_branches(broker: InMemoryB
     assert report.success_rate == pytest.approx(3 / 5)
 
 
+async def test_a_step_added_to_continue_on_failure_does_not_fail_the_run(
+    broker: InMemoryBroker,
+) -> None:
+    calls: list[str] = []
+    source, explode, use_bad, fine, use_good = branching_tasks(broker, calls)
+    pipeline = (
+        DataflowPipeline(broker, max_parallel=1)  # explode runs, and fails, first
+        .add_dataflow_task(source)
+        .add_dataflow_task(explode, continue_on_failure=True)
+        .add_dataflow_task(use_bad)
+        .add_dataflow_task(fine)
+        .add_dataflow_task(use_good)
+    )
+
+    # FailFast (the default) would raise here: the step's own override keeps the run on.
+    results = await pipeline.kiq_dataflow()
+
+    assert results == {"source": 1, "good": 2, "after_good": 20}
+    assert "use_bad" not in calls
+    report = pipeline.get_execution_report()
+    assert report.steps["explode"].status == "Failed"
+    assert report.steps["use_bad"].status == "Skipped"
+    assert report.status == "Succeeded"
+
+
 async def test_skip_failed_runs_dependents_with_none_or_their_default(
     broker: InMemoryBroker,
 ) -> None:
