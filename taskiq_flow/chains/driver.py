@@ -373,14 +373,9 @@ async def _item_finished(
 ) -> None:
     step = spec.steps[run.step]
     now = time.time()
-    items: list[Any] | None = None
-    if step.kind == "group":
-        total = len(step.tasks)
-    else:
-        items = await _fanout_input(run)
-        total = len(items)
-    if result.is_err:
-        error = format_error(result.error)
+    error = format_error(result.error) if result.is_err else None
+    verdict = None
+    if error is not None:
         verdict = judge_item_failure(
             spec.retry_policy,
             spec.error_mode,
@@ -392,36 +387,34 @@ async def _item_finished(
         )
         if verdict.retry_at is not None:
             given = message.kwargs.get(step.param) if step.param else message.args[0]
-            await _kick(
-                _kicker(
-                    run.broker,
-                    spec,
-                    run.run_id,
-                    run.step,
-                    run.attempt,
-                    given,
-                    started_at=run.started_at,
-                    first_started=run.first_started,
-                    item=run.item,
-                    item_attempt=run.item_attempt + 1,
-                    item_first=run.item_first,
-                    not_before=verdict.retry_at,
-                )
+            await _send_item(
+                run,
+                spec,
+                given,
+                run.item,
+                item_attempt=run.item_attempt + 1,
+                item_first=run.item_first,
+                not_before=verdict.retry_at,
             )
             return
-        if verdict.fails_step:
-            await _finish(
-                run.broker,
-                run.store,
-                run.run_id,
-                run.started_at,
-                run.step,
-                error=items_error(1, total, run.item, error),
-            )
-            return
-        payload: dict[str, Any] = {"ok": False, "e": error}
+    # The step's input is needed from here on only (a retry above resends its own item).
+    items: list[Any] | None = None
+    if step.kind == "group":
+        total = len(step.tasks)
     else:
-        payload = {"ok": True, "v": result.return_value}
+        items = await _fanout_input(run)
+        total = len(items)
+    if error is not None and verdict is not None and verdict.fails_step:
+        await _finish(
+            run.broker,
+            run.store,
+            run.run_id,
+            run.started_at,
+            run.step,
+            error=items_error(1, total, run.item, error),
+        )
+        return
+    payload = {"ok": True, "v": result.return_value} if error is None else {"ok": False, "e": error}
     new, done = await _record_item(run, step.max_parallel is None, total, payload)
     if done < 0:
         return  # a late item of a run that already ended (failed, timed out, cancelled)
@@ -433,19 +426,7 @@ async def _item_finished(
         and following is not None
         and (new or not await run.store.has_item(run.run_id, run.step, run.attempt, following))
     ):
-        await _kick(
-            _kicker(
-                run.broker,
-                spec,
-                run.run_id,
-                run.step,
-                run.attempt,
-                items[following],
-                started_at=run.started_at,
-                first_started=run.first_started,
-                item=following,
-            )
-        )
+        await _send_item(run, spec, items[following], following)
     if done < total:
         return
     if not new and (await run.store.status(run.run_id)).get("step") != run.step:
@@ -478,6 +459,35 @@ async def _item_finished(
         run.started_at,
         run.first_started,
         run,
+    )
+
+
+async def _send_item(
+    run: _Run,
+    spec: SequenceSpec,
+    value: Any,
+    item: int,
+    *,
+    item_attempt: int = 1,
+    item_first: float | None = None,
+    not_before: float | None = None,
+) -> None:
+    """Send attempt ``item_attempt`` of item ``item`` of the step ``run`` is on."""
+    await _kick(
+        _kicker(
+            run.broker,
+            spec,
+            run.run_id,
+            run.step,
+            run.attempt,
+            value,
+            started_at=run.started_at,
+            first_started=run.first_started,
+            item=item,
+            item_attempt=item_attempt,
+            item_first=item_first,
+            not_before=not_before,
+        )
     )
 
 

@@ -128,11 +128,10 @@ def report_of(machine: RunMachine, run_id: str, now: float, wall: float = 0.0) -
     outcome = machine.outcome
     finished = None
     if outcome is not None:
+        status = outcome.outcome.value
         finished = max((s.finished for s in machine.nodes.values() if s.finished), default=now)
         if machine.timed_out or outcome.outcome is RunOutcome.CANCELLED:
             finished = max(finished, now)
-    if outcome is not None:
-        status = outcome.outcome.value
     else:
         status = "Running" if started is not None else "Pending"
     return ExecutionReport(
