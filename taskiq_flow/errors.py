@@ -171,6 +171,19 @@ class UnknownDependencyError(DAGError):
         self.args = (node, missing)
 
 
+class FinallyDependencyError(DAGError):
+    """A regular step depends on a ``finally`` step, which runs only after it."""
+
+    def __init__(self, node: str, final: str) -> None:
+        self.node = node
+        self.final = final
+        super().__init__(
+            f"step {node!r} depends on {final!r}, a finally step: finally steps run after "
+            "every other step, so only other finally steps may depend on them"
+        )
+        self.args = (node, final)
+
+
 class TaskDefinitionError(TaskiqFlowError):
     """A task's declaration cannot be used in a pipeline."""
 

@@ -22,6 +22,7 @@ from taskiq_flow.core import (
     MISSING_INPUT,
     Action,
     Cancel,
+    Check,
     Dispatch,
     DispatchItem,
     Expand,
@@ -35,6 +36,7 @@ from taskiq_flow.core import (
     Skip,
     task_id,
 )
+from taskiq_flow.core.conditions import RUN_DATA
 from taskiq_flow.core.report import ExecutionReport, StepReport, report_of
 from taskiq_flow.core.states import tracking_status
 from taskiq_flow.dataflow.cache import DataCache
@@ -364,6 +366,11 @@ class _Run:
             return self._dispatch_item(action, kicks)
         if isinstance(action, Expand):
             return self._expand(action)
+        if isinstance(action, Check):
+            # An output whose producer did not produce it is not in the cache.
+            cache = self.cache
+            values = {name: cache.get(name) for name in action.data if cache.has(name)}
+            return self.machine.checked(action.node, values, self._now())
         if isinstance(action, Gather):
             self._gather(action)
         elif isinstance(action, Fail) and action.item is None:
@@ -542,7 +549,10 @@ class _Run:
         for name in node.inputs:
             # The core started this step, so an input without a value is one whose
             # producer it let the step do without.
-            value = self.cache.get(name) if self.cache.has(name) else MISSING_INPUT
+            if name == RUN_DATA:
+                value = self.machine.run_data()
+            else:
+                value = self.cache.get(name) if self.cache.has(name) else MISSING_INPUT
             if name == node.first_arg:
                 args = (value,)
             else:
@@ -550,6 +560,8 @@ class _Run:
         for name in node.optional_inputs:
             if self.cache.has(name):
                 kwargs[node.parameter_for(name)] = self.cache.get(name)
+            elif name == RUN_DATA and node.final:
+                kwargs[node.parameter_for(name)] = self.machine.run_data()
         return args, kwargs
 
     def _now(self) -> float:

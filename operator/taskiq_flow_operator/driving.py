@@ -19,6 +19,7 @@ from typing import Any
 from taskiq_flow.core import (
     MISSING_INPUT,
     Action,
+    Check,
     Dispatch,
     DispatchItem,
     Expand,
@@ -30,6 +31,7 @@ from taskiq_flow.core import (
     RunOutcome,
     task_id,
 )
+from taskiq_flow.core.conditions import RUN_DATA
 from taskiq_flow.dataflow.dag import POSITIONAL_ITEM, DAGNode
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
 from taskiq_flow_worker import protocol as p
@@ -51,6 +53,7 @@ class Kick:
     args: tuple[Any, ...] = ()
     item_attempt: int = 1
     timeout: float | None = None  # the worker cancels the task after this long
+    final: bool = False  # a finally step: the worker runs it after a cancel too
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,16 @@ class Step:
     kicks: list[Kick] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     finished: Finish | None = None
+    # Conditions waiting for data: step → the data names' values or references (the
+    # supervisor resolves them and answers with ``RunDriver.checked``).
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def merge(self, other: Step) -> None:
+        """Add what ``other`` did to this one."""
+        self.kicks += other.kicks
+        self.notes += other.notes
+        self.checks.update(other.checks)
+        self.finished = self.finished or other.finished
 
 
 class RunDriver:
@@ -85,6 +98,7 @@ class RunDriver:
         self.pipeline = pipeline
         self.dag = pipeline.dag
         self.inputs = dict(inputs)
+        self.cancelling = False
         self.machine = RunMachine(
             self.dag.plan,
             error_mode=settings.error_mode,
@@ -155,9 +169,19 @@ class RunDriver:
         return step
 
     def cancel(self, now: float) -> Step:
-        """``spec.cancel`` was set: nothing more is sent, the run ends Cancelled."""
+        """``spec.cancel`` was set: no step but the finally ones is sent any more, and the
+        run ends Cancelled once they are over (a second call does nothing)."""
         step = Step()
-        self._apply(self.machine.cancel(now, "the run was cancelled (spec.cancel)"), now, step)
+        if not self.cancelling:
+            self.cancelling = True
+            reason = "the run was cancelled (spec.cancel)"
+            self._apply(self.machine.cancel(now, reason), now, step)
+        return step
+
+    def checked(self, node: str, values: Mapping[str, Any], now: float) -> Step:
+        """The values a step's condition asked for (``Step.checks``), resolved."""
+        step = Step()
+        self._apply(self.machine.checked(node, values, now), now, step)
         return step
 
     # -- queries -------------------------------------------------------------------------
@@ -190,6 +214,7 @@ class RunDriver:
             "sizes": self.sizes,
             "kept": self.kept,
             "itemBytes": self.item_bytes,
+            "cancelling": self.cancelling,
         }
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
@@ -199,6 +224,7 @@ class RunDriver:
         self.sizes = dict(snapshot.get("sizes", {}))
         self.kept = {name: list(kept) for name, kept in snapshot.get("kept", {}).items()}
         self.item_bytes = dict(snapshot.get("itemBytes", {}))
+        self.cancelling = bool(snapshot.get("cancelling", False))
 
     # -- internals -----------------------------------------------------------------------
 
@@ -210,6 +236,8 @@ class RunDriver:
                 step.kicks.append(self._kick(action.node, action.attempt))
             elif isinstance(action, Expand):
                 queue.extend(self._expand(action, now))
+            elif isinstance(action, Check):
+                step.checks[action.node] = self._check_data(action)
             elif isinstance(action, DispatchItem):
                 step.kicks.append(self._kick_item(action))
             elif isinstance(action, Gather):
@@ -253,7 +281,21 @@ class RunDriver:
             kwargs,
             args=args,
             timeout=node.timeout,
+            final=node.final,
         )
+
+    def _check_data(self, action: Check) -> dict[str, Any]:
+        """The values (inputs) or references (outputs) of the data a condition reads; an
+        output whose producer did not produce it is left out."""
+        data: dict[str, Any] = {}
+        for name in action.data:
+            producer = self.producers.get(name)
+            if producer is None:
+                if name in self.inputs:
+                    data[name] = self.inputs[name]
+            elif self.machine.has_output(producer):
+                data[name] = self._value(name)
+        return data
 
     def _expand(self, action: Expand, now: float) -> list[Action]:
         node = self.dag.nodes[action.node]
@@ -283,6 +325,7 @@ class RunDriver:
             args=args,
             item_attempt=action.item_attempt,
             timeout=node.timeout,
+            final=node.final,
         )
 
     def _gather(self, action: Gather) -> None:
@@ -308,11 +351,17 @@ class RunDriver:
         for name in node.optional_inputs:
             # An optional input with no value keeps the task's default.
             producer = self.producers.get(name)
-            if name in self.inputs if producer is None else self.machine.has_output(producer):
+            if producer is None:
+                given = name in self.inputs or (name == RUN_DATA and node.final)
+            else:
+                given = self.machine.has_output(producer)
+            if given:
                 kwargs[node.parameter_for(name)] = self._value(name)
         return args, kwargs
 
     def _value(self, name: str) -> Any:
+        if name == RUN_DATA:
+            return self.machine.run_data()
         producer = self.producers.get(name)
         if producer is None:
             return self.inputs.get(name, MISSING_INPUT)

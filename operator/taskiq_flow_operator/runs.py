@@ -293,6 +293,7 @@ class RunSupervisor:
         writer = StatusWriter(self.reporter, body, namespace, name)
         try:
             while True:
+                await self._settle_checks(driver, step)
                 now = self.clock()
                 if step.kicks:
                     await self.store.kick(uid, queue, step.kicks)
@@ -331,7 +332,7 @@ class RunSupervisor:
     ) -> tuple[Step, bool]:
         """Wait for events or the next deadline; what the driver decided, and if it changed."""
         now = self.clock()
-        if spec.get("cancel") and not driver.finished:
+        if spec.get("cancel") and not driver.finished and not driver.cancelling:
             await self.store.mark_cancelled(driver.run)
             return driver.cancel(now), True
         step = Step()
@@ -347,18 +348,22 @@ class RunSupervisor:
         now = self.clock()
         for entry, event in batch:
             applied.append(entry)
-            merged = driver.on_event(event, now)
-            step.kicks += merged.kicks
-            step.notes += merged.notes
-            step.finished = step.finished or merged.finished
+            step.merge(driver.on_event(event, now))
         deadline = driver.next_deadline()
         ticked = False
         if deadline is not None and now >= deadline:
-            more = driver.tick(now)
-            step.kicks += more.kicks
-            step.notes += more.notes
+            step.merge(driver.tick(now))
             ticked = True
         return step, bool(batch) or ticked
+
+    async def _settle_checks(self, driver: RunDriver, step: Step) -> None:
+        """Answer the conditions waiting for data with the values from Redis (a check may
+        start steps whose conditions wait in turn)."""
+        while step.checks:
+            checks, step.checks = step.checks, {}
+            for node, data in checks.items():
+                values = await self.store.values(data)
+                step.merge(driver.checked(node, values, self.clock()))
 
     async def _finish(self, body: Mapping[str, Any], run: ActiveRun, stopped: Any) -> None:
         meta = body["metadata"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -12,6 +13,7 @@ from taskiq import TaskiqMessage
 from taskiq_flow.manifests.status import INLINE_OUTPUT_BYTES, truncated
 from taskiq_flow_operator.driving import Kick, RunDriver
 from taskiq_flow_worker import protocol as p
+from taskiq_flow_worker.references import References
 
 __all__ = ["CONSUMER", "EVENTS_GROUP", "Store"]
 
@@ -69,6 +71,8 @@ class Store:
             labels["timeout"] = str(kick.timeout)  # taskiq's own: the worker cancels the task
         if kick.filter is not None:
             labels[p.LABEL_FILTER] = kick.filter
+        if kick.final:
+            labels[p.LABEL_FINALLY] = "1"
         message = TaskiqMessage(
             task_id=kick.task_id,
             task_name=kick.task_name,
@@ -137,6 +141,16 @@ class Store:
                 if raw is not None:
                     result[node.output] = json.loads(raw)
         return result
+
+    async def values(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with its references resolved; a name whose output is gone from Redis
+        (expired) is left out, as if never produced."""
+        references = References(self.redis)
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            with contextlib.suppress(LookupError):
+                values[name] = await references.resolve(value)
+        return values
 
     # -- events --------------------------------------------------------------------------
 

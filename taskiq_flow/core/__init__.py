@@ -8,6 +8,7 @@ and carry out the actions it returns.
 from taskiq_flow.core.actions import (
     Action,
     Cancel,
+    Check,
     Dispatch,
     DispatchItem,
     Expand,
@@ -17,6 +18,7 @@ from taskiq_flow.core.actions import (
     Retry,
     Skip,
 )
+from taskiq_flow.core.conditions import Condition, ConditionError
 from taskiq_flow.core.fanout import Fanout, ItemPhase, keeps
 from taskiq_flow.core.ids import task_id
 from taskiq_flow.core.machine import MISSING_INPUT, RunMachine
@@ -28,6 +30,9 @@ __all__ = [
     "MISSING_INPUT",
     "Action",
     "Cancel",
+    "Check",
+    "Condition",
+    "ConditionError",
     "Dispatch",
     "DispatchItem",
     "Expand",

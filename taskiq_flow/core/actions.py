@@ -9,6 +9,7 @@ from taskiq_flow.core.states import RunOutcome
 __all__ = [
     "Action",
     "Cancel",
+    "Check",
     "Dispatch",
     "DispatchItem",
     "Expand",
@@ -26,6 +27,19 @@ class Dispatch:
 
     node: str
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """``node``'s dependencies are done and its ``when`` condition reads ``data``.
+
+    The driver loads those data names (leaving out an output whose producer did not
+    produce it) and answers with ``RunMachine.checked(node, values, now)``; the core
+    evaluates the condition and starts, skips or fails the step.
+    """
+
+    node: str
+    data: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,8 @@ class Fail:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """``node`` will not run because something it depends on failed."""
+    """``node`` will not run: a dependency ended in an outcome it does not wait for, or
+    its ``when`` condition is false (``reason`` says which)."""
 
     node: str
     reason: str
@@ -119,4 +134,4 @@ class Finish:
     failed_node: str | None = None
 
 
-Action = Dispatch | Expand | DispatchItem | Gather | Retry | Fail | Skip | Cancel | Finish
+Action = Dispatch | Check | Expand | DispatchItem | Gather | Retry | Fail | Skip | Cancel | Finish

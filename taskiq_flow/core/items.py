@@ -52,7 +52,7 @@ class ItemRules(ABC):
     def _settle(self, node: str, state: NodeState, phase: Phase, now: float) -> None: ...
 
     @abstractmethod
-    def _release_dependents(self, node: str) -> None: ...
+    def _release(self, node: str, phase: Phase, now: float, actions: list[Action]) -> None: ...
 
     @abstractmethod
     def _fail_step(
@@ -243,7 +243,7 @@ class ItemRules(ABC):
             self._fail_step(node, state, _items_error(fan), now, actions)
             return
         self._settle(node, state, Phase.SUCCEEDED, now)
-        self._release_dependents(node)
+        self._release(node, Phase.SUCCEEDED, now, actions)
 
 
 def _items_error(fan: Fanout) -> str:

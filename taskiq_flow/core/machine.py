@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable, Collection
 
-from taskiq_flow.core.actions import Action, Cancel, Dispatch, Expand, Fail, Finish, Retry, Skip
+from taskiq_flow.core.actions import Action, Cancel, Dispatch, Expand, Fail, Finish, Retry
 from taskiq_flow.core.fanout import Fanout
+from taskiq_flow.core.gates import Gates
 from taskiq_flow.core.items import ItemRules
 from taskiq_flow.core.plan import Plan
 from taskiq_flow.core.retry import retry_time
@@ -31,20 +33,25 @@ Admit = Callable[[str, Collection[str]], bool]
 """``admit(step, running)``: may ``step`` start while ``running`` are in flight?"""
 
 
-class RunMachine(ItemRules, Persistence):
+class RunMachine(Gates, ItemRules, Persistence):
     """Decides, for one run of a plan, what to dispatch, retry, skip or cancel.
 
     Drivers call ``start(now)`` once, then ``succeeded``/``failed`` as results arrive and
     ``tick(now)`` when ``next_deadline()`` has passed; each returns the actions to carry
     out, in order. A fan-out step asks for its item count (``Expand``, answered with
     ``expand``) and then dispatches items (``DispatchItem``), whose results come back
-    through ``item_succeeded``/``item_failed``. Events for an attempt that is no longer
+    through ``item_succeeded``/``item_failed``. A step with a ``when`` condition that reads
+    data asks for it (``Check``, answered with ``checked``). Events for an attempt that is no longer
     current (a late result of a timed-out or cancelled attempt, a redelivered message)
     are ignored, which is what makes at-least-once delivery safe.
 
     ``max_in_flight`` bounds the tasks in flight: plain steps and the items of fan-out
     steps alike (a run's ``parallelism``, as Argo counts it); a fan-out step's
     ``max_parallel`` also bounds its own items.
+
+    Once every regular step is over (or the run failed fast, was cancelled or timed out)
+    the run's outcome so far is the ``verdict`` and the ``finally`` steps start; the run
+    ends when they are over too.
     """
 
     def __init__(
@@ -73,9 +80,13 @@ class RunMachine(ItemRules, Persistence):
         self.started_at: float | None = None
         self.deadline: float | None = None
         self.outcome: Finish | None = None
+        self.verdict: Finish | None = None  # the outcome of the regular steps
         self.timed_out = False
-        self._waiting = {name: len(set(plan.deps(name))) for name in plan.order}
+        self._waiting = {name: self._count_waiting(name) for name in plan.order}
+        self._regular_left = sum(not plan.nodes[name].final for name in plan.order)
         self._ready: list[int] = []  # heap of plan indexes: earliest in plan order first
+        self._to_check: deque[str] = deque()  # ready steps whose ``when`` is to be decided
+        self._checking: set[str] = set()  # steps whose ``Check`` the driver has not answered
         self._spreading: list[int] = []  # heap of plan indexes of fan-outs with items to start
         # (when, attempt, node, item or STEP), lazily pruned
         self._timers: list[tuple[float, int, str, int]] = []
@@ -92,7 +103,7 @@ class RunMachine(ItemRules, Persistence):
             self.deadline = now + self.timeout
         for name, count in self._waiting.items():
             if count == 0:
-                heapq.heappush(self._ready, self.plan.index[name])
+                self._make_ready(name)
         return self._after(now, [])
 
     def succeeded(self, node: str, attempt: int, now: float) -> list[Action]:
@@ -100,9 +111,10 @@ class RunMachine(ItemRules, Persistence):
         state = self._current(node, attempt)
         if state is None:
             return []
+        actions: list[Action] = []
         self._settle(node, state, Phase.SUCCEEDED, now)
-        self._release_dependents(node)
-        return self._after(now, [])
+        self._release(node, Phase.SUCCEEDED, now, actions)
+        return self._after(now, actions)
 
     def failed(
         self, node: str, attempt: int, error: str, now: float, *, retryable: bool | None = None
@@ -129,7 +141,7 @@ class RunMachine(ItemRules, Persistence):
                 now,
                 actions,
             )
-            return actions
+            return self._after(now, actions)
         while self._timers and self._timers[0][0] <= now and self.outcome is None:
             when, attempt, node, item = heapq.heappop(self._timers)
             if item == STEP:
@@ -139,12 +151,13 @@ class RunMachine(ItemRules, Persistence):
         return self._after(now, actions)
 
     def cancel(self, now: float, reason: str = "the run was cancelled") -> list[Action]:
-        """Stop the run: nothing more is dispatched and the run ends Cancelled."""
-        if self.outcome is not None:
+        """Stop the run: no regular step is dispatched any more and the run ends Cancelled
+        once its ``finally`` steps (which a cancel does not stop) are over."""
+        if self.verdict is not None or self.started_at is None:
             return []
         actions: list[Action] = []
         self._abort(RunOutcome.CANCELLED, reason, now, actions)
-        return actions
+        return self._after(now, actions)
 
     def refresh(self, now: float) -> list[Action]:
         """Re-check admission (``admit``'s answer may have changed) and dispatch."""
@@ -208,7 +221,8 @@ class RunMachine(ItemRules, Persistence):
 
     def _after(self, now: float, actions: list[Action]) -> list[Action]:
         self._pump(now, actions)
-        self._maybe_finish(actions)
+        while self._maybe_finish(actions):  # the finally steps began
+            self._pump(now, actions)
         return actions
 
     def _current(self, node: str, attempt: int) -> NodeState | None:
@@ -240,16 +254,12 @@ class RunMachine(ItemRules, Persistence):
 
     def _mode_of(self, node: str) -> ErrorHandlingMode:
         """The error mode for ``node``'s failure: the run's, unless the step continues on
-        failure (then as under ``CONTINUE_ON_ERROR``, without failing the run)."""
-        if self.plan.nodes[node].continue_on_failure:
+        failure or is a ``finally`` step (then as under ``CONTINUE_ON_ERROR``: the other
+        steps go on; only a ``finally`` step's failure still fails the run)."""
+        step = self.plan.nodes[node]
+        if step.continue_on_failure or step.final:
             return ErrorHandlingMode.CONTINUE_ON_ERROR
         return self.error_mode
-
-    def _releases(self, node: str, phase: Phase) -> bool:
-        # SKIP_FAILED lets consumers of a failed step run without its output.
-        return phase is Phase.SUCCEEDED or (
-            phase is Phase.FAILED and self._mode_of(node) is ErrorHandlingMode.SKIP_FAILED
-        )
 
     def _settle(self, node: str, state: NodeState, phase: Phase, now: float) -> None:
         if state.phase is Phase.RUNNING:
@@ -259,12 +269,8 @@ class RunMachine(ItemRules, Persistence):
         state.deadline = None
         state.retry_at = None
         self._terminal += 1
-
-    def _release_dependents(self, node: str) -> None:
-        for dependent in self.plan.dependents[node]:
-            self._waiting[dependent] -= 1
-            if self._waiting[dependent] == 0 and self.nodes[dependent].phase is Phase.PENDING:
-                heapq.heappush(self._ready, self.plan.index[dependent])
+        if not self.plan.nodes[node].final:
+            self._regular_left -= 1
 
     def _fail_attempt(
         self,
@@ -298,19 +304,12 @@ class RunMachine(ItemRules, Persistence):
         state.error = error
         self._settle(node, state, Phase.FAILED, now)
         actions.append(Fail(node, state.attempt, error))
-        mode = self._mode_of(node)
-        if mode is ErrorHandlingMode.FAIL_FAST:
+        if self._mode_of(node) is ErrorHandlingMode.FAIL_FAST and not self._awaited(node):
             self._abort(
                 RunOutcome.FAILED, f"step {node!r} failed: {error}", now, actions, failed_node=node
             )
-        elif mode is ErrorHandlingMode.CONTINUE_ON_ERROR:
-            for dependent in self.plan.descendants(node):
-                dstate = self.nodes[dependent]
-                if dstate.phase is Phase.PENDING:
-                    self._settle(dependent, dstate, Phase.SKIPPED, now)
-                    actions.append(Skip(dependent, f"upstream step {node!r} failed"))
         else:
-            self._release_dependents(node)
+            self._release(node, Phase.FAILED, now, actions)
 
     def _abort(
         self,
@@ -322,7 +321,7 @@ class RunMachine(ItemRules, Persistence):
     ) -> None:
         for name in self.plan.order:
             state = self.nodes[name]
-            if state.phase in TERMINAL:
+            if state.phase in TERMINAL or self.plan.nodes[name].final:
                 continue
             was_running = state.phase is Phase.RUNNING
             self._settle(name, state, Phase.CANCELLED, now)
@@ -330,12 +329,14 @@ class RunMachine(ItemRules, Persistence):
         self._ready.clear()
         self._spreading.clear()
         self._timers.clear()
-        self.outcome = Finish(outcome, reason, failed_node)
-        actions.append(self.outcome)
+        self._to_check.clear()
+        self._checking.clear()
+        self._begin_finally(Finish(outcome, reason, failed_node), actions)
 
     def _pump(self, now: float, actions: list[Action]) -> None:
         if self.outcome is not None:
             return
+        self._pump_checks(now, actions)
         self._pump_steps(now, actions)
         self._pump_items(now, actions)
 
@@ -373,18 +374,43 @@ class RunMachine(ItemRules, Persistence):
                 heapq.heappush(self._timers, (state.deadline, state.attempt, name, STEP))
             actions.append(Dispatch(name, state.attempt))
 
-    def _maybe_finish(self, actions: list[Action]) -> None:
-        if self.outcome is not None or self._terminal < len(self.nodes):
-            return
-        failed = [
-            n
-            for n, s in self.nodes.items()
-            if s.phase is Phase.FAILED and not self.plan.nodes[n].continue_on_failure
-        ]
+    def _maybe_finish(self, actions: list[Action]) -> bool:
+        """End the regular steps' part of the run or the whole run, if it is time; True
+        when ``finally`` steps just began."""
+        if self.outcome is not None:
+            return False
+        if self.verdict is None:
+            if self._regular_left > 0:
+                return False
+            return self._begin_finally(self._regular_verdict(), actions)
+        if self._terminal < len(self.nodes):
+            return False
+        verdict = self.verdict
+        failed = self._failed(final=True)
+        if failed and verdict.outcome is RunOutcome.SUCCEEDED:
+            verdict = Finish(
+                RunOutcome.FAILED,
+                f"{len(failed)} finally step(s) failed: {', '.join(failed)}",
+                failed[0],
+            )
+        self.outcome = verdict
+        actions.append(verdict)
+        return False
+
+    def _regular_verdict(self) -> Finish:
+        failed = self._failed(final=False)
         if failed and self.error_mode is not ErrorHandlingMode.SKIP_FAILED:
-            self.outcome = Finish(
+            return Finish(
                 RunOutcome.FAILED, f"{len(failed)} step(s) failed: {', '.join(failed)}", failed[0]
             )
-        else:
-            self.outcome = Finish(RunOutcome.SUCCEEDED, "all steps finished")
-        actions.append(self.outcome)
+        return Finish(RunOutcome.SUCCEEDED, "all steps finished")
+
+    def _failed(self, *, final: bool) -> list[str]:
+        """The failed regular (or ``finally``) steps that fail the run."""
+        return [
+            name
+            for name, state in self.nodes.items()
+            if state.phase is Phase.FAILED
+            and self.plan.nodes[name].final is final
+            and not self.plan.nodes[name].continue_on_failure
+        ]

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from taskiq_flow.core.conditions import Condition
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
-from taskiq_flow.errors import CycleError, DuplicateNodeError, UnknownDependencyError
+from taskiq_flow.core.states import Phase
+from taskiq_flow.errors import (
+    CycleError,
+    DuplicateNodeError,
+    FinallyDependencyError,
+    UnknownDependencyError,
+)
 
-__all__ = ["NodeSpec", "Plan", "Step"]
+__all__ = ["ANY_OUTCOME", "NodeSpec", "Plan", "Step"]
+
+ANY_OUTCOME = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.SKIPPED})
+"""The outcomes a step may wait for (``dependsOn: [{step, on: [...]}]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +30,11 @@ class NodeSpec:
     ``filter_items`` its output is the items whose task returned a truthy value.
     ``retry`` and ``timeout`` then apply to each item. A ``continue_on_failure`` step's
     failure is handled as under ``CONTINUE_ON_ERROR`` and never fails the run.
+
+    A step runs once each of its ``deps`` ended in an outcome it accepts: ``accepts``
+    names the outcomes per dependency, ``Succeeded`` alone for one it does not name (a
+    dependency ending otherwise skips the step). Then ``when``, if given, decides. A
+    ``final`` step (``finally``) runs once every other step is over, whatever they did.
     """
 
     name: str
@@ -30,6 +45,9 @@ class NodeSpec:
     max_parallel: int | None = None
     filter_items: bool = False
     continue_on_failure: bool = False
+    when: Condition | None = None
+    accepts: Mapping[str, frozenset[Phase]] = field(default_factory=dict)
+    final: bool = False
 
 
 class Step(Protocol):
@@ -58,6 +76,15 @@ class Step(Protocol):
 
     @property
     def continue_on_failure(self) -> bool: ...
+
+    @property
+    def when(self) -> Condition | None: ...
+
+    @property
+    def accepts(self) -> Mapping[str, frozenset[Phase]]: ...
+
+    @property
+    def final(self) -> bool: ...
 
 
 class Plan:
@@ -111,6 +138,7 @@ class Plan:
         # The graph walk works on step numbers: indexing lists touches far less memory
         # than looking names up in dicts, which on a large graph costs a cache miss each.
         names = list(self.nodes)
+        _check_finally(list(self.nodes.values()), upstream)
         downstream: list[list[int]] = [[] for _ in names]
         for number, found in enumerate(upstream):
             for dep in found:
@@ -176,6 +204,18 @@ class Plan:
         """A plan from ``{step: [dependencies]}`` with one retry policy for all."""
         policy = retry or NO_RETRY
         return cls(NodeSpec(name, tuple(d), policy) for name, d in deps.items())
+
+
+def _check_finally(steps: Sequence[Step], upstream: Sequence[Sequence[int]]) -> None:
+    final = [step.final for step in steps]
+    if not any(final):
+        return
+    for number, found in enumerate(upstream):
+        if final[number]:
+            continue
+        for dep in found:
+            if final[dep]:
+                raise FinallyDependencyError(steps[number].name, steps[dep].name)
 
 
 def _walk(waiting: list[int], downstream: list[list[int]]) -> tuple[list[int], list[int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from taskiq_flow.core.actions import Finish
@@ -29,14 +29,19 @@ class Persistence(ABC):
     started_at: float | None
     deadline: float | None
     outcome: Finish | None
+    verdict: Finish | None
     timed_out: bool
     _waiting: dict[str, int]
     _ready: list[int]
     _timers: list[tuple[float, int, str, int]]
     _terminal: int
+    _regular_left: int
 
     @abstractmethod
-    def _releases(self, node: str, phase: Phase) -> bool: ...
+    def _count_waiting(self, name: str, over: Collection[str] = ()) -> int: ...
+
+    @abstractmethod
+    def _make_ready(self, name: str) -> None: ...
 
     @abstractmethod
     def _queue_items(self, node: str, fan: Fanout) -> None: ...
@@ -51,19 +56,29 @@ class Persistence(ABC):
         _restore(self, data)
 
 
+def _finish_data(finish: Finish | None) -> dict[str, Any] | None:
+    if finish is None:
+        return None
+    return {
+        "outcome": finish.outcome.value,
+        "reason": finish.reason,
+        "failedNode": finish.failed_node,
+    }
+
+
+def _finish_of(data: Mapping[str, Any] | None) -> Finish | None:
+    if data is None:
+        return None
+    return Finish(RunOutcome(data["outcome"]), data["reason"], data["failedNode"])
+
+
 def _snapshot(machine: Persistence) -> dict[str, Any]:
-    outcome = machine.outcome
     return {
         "startedAt": machine.started_at,
         "deadline": machine.deadline,
         "timedOut": machine.timed_out,
-        "outcome": None
-        if outcome is None
-        else {
-            "outcome": outcome.outcome.value,
-            "reason": outcome.reason,
-            "failedNode": outcome.failed_node,
-        },
+        "outcome": _finish_data(machine.outcome),
+        "verdict": _finish_data(machine.verdict),
         "nodes": {
             name: {
                 "phase": s.phase.value,
@@ -74,6 +89,7 @@ def _snapshot(machine: Persistence) -> dict[str, Any]:
                 "retryAt": s.retry_at,
                 "deadline": s.deadline,
                 "error": s.error,
+                "cleared": s.cleared,
             }
             for name, s in machine.nodes.items()
         },
@@ -85,13 +101,12 @@ def _restore(machine: Persistence, data: Mapping[str, Any]) -> None:
     machine.started_at = data.get("startedAt")
     machine.deadline = data.get("deadline")
     machine.timed_out = bool(data.get("timedOut", False))
-    done = data.get("outcome")
-    if done is not None:
-        machine.outcome = Finish(RunOutcome(done["outcome"]), done["reason"], done["failedNode"])
+    machine.outcome = _finish_of(data.get("outcome"))
+    machine.verdict = _finish_of(data.get("verdict"))
     machine.fanouts = {
         name: Fanout.restore(fan) for name, fan in (data.get("fanouts") or {}).items()
     }
-    released: set[str] = set()
+    ended: set[str] = set()
     for name, saved in data["nodes"].items():
         state = machine.nodes[name]
         state.phase = Phase(saved["phase"])
@@ -102,10 +117,12 @@ def _restore(machine: Persistence, data: Mapping[str, Any]) -> None:
         state.retry_at = saved.get("retryAt")
         state.deadline = saved.get("deadline")
         state.error = saved.get("error")
+        state.cleared = bool(saved.get("cleared", False))
         if state.phase in TERMINAL:
+            ended.add(name)
             machine._terminal += 1
-        if machine._releases(name, state.phase):
-            released.add(name)
+            if not machine.plan.nodes[name].final:
+                machine._regular_left -= 1
         if state.phase is Phase.RUNNING:
             machine.running.add(name)
             if state.deadline is not None:
@@ -115,10 +132,12 @@ def _restore(machine: Persistence, data: Mapping[str, Any]) -> None:
                 _restore_items(machine, name, fan)
         elif state.phase is Phase.RETRYING and state.retry_at is not None:
             heapq.heappush(machine._timers, (state.retry_at, state.attempt + 1, name, STEP))
+    # A pending step waits for its dependencies still going: one that ended in an outcome
+    # it does not accept would have skipped it already.
     for name in machine.plan.order:
-        machine._waiting[name] = len({d for d in machine.plan.deps(name) if d not in released})
+        machine._waiting[name] = machine._count_waiting(name, over=ended)
         if machine._waiting[name] == 0 and machine.nodes[name].phase is Phase.PENDING:
-            heapq.heappush(machine._ready, machine.plan.index[name])
+            machine._make_ready(name)
 
 
 def _restore_items(machine: Persistence, name: str, fan: Fanout) -> None:

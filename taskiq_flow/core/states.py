@@ -74,7 +74,8 @@ class NodeState:
     finished: float | None = None
     retry_at: float | None = None
     deadline: float | None = None
-    error: str | None = None
+    error: str | None = None  # why it failed, or why it was skipped
+    cleared: bool = False  # its ``when`` condition held: it may start when there is room
 
 
 def timeout_error(limit: float) -> str:

@@ -8,8 +8,10 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
+from taskiq_flow.core.conditions import RUN_DATA, Condition
 from taskiq_flow.core.plan import Plan
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
+from taskiq_flow.core.states import Phase
 from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.dataflow.node import DataNode
 from taskiq_flow.errors import (
@@ -75,6 +77,11 @@ class DAGNode:
     # Its failure does not fail the run (its consumers are skipped): the step's own
     # override of the run's error mode.
     continue_on_failure: bool = False
+    # Control flow (see ``core.plan.NodeSpec``): a condition, the outcomes it waits for
+    # per dependency (only those not ``Succeeded`` alone), a ``finally`` step.
+    when: Condition | None = None
+    accepts: Mapping[str, frozenset[Phase]] = field(default_factory=_nothing)
+    final: bool = False
     level: int = 0
     # Set by the DAG: tuples, not sets (a set costs 216 bytes even when it holds one name).
     deps: tuple[str, ...] = field(default=(), repr=False)
@@ -171,7 +178,9 @@ class DAG:
         for name in node.consumed:
             producer = self._producers.get(name)
             if producer is None:
-                self._needed.setdefault(name, []).append(node.name)
+                # A finally step's ``run`` comes from the core, not from a step.
+                if not (node.final and name == RUN_DATA):
+                    self._needed.setdefault(name, []).append(node.name)
             elif producer == number:
                 raise CycleError([node.name])  # a step cannot wait for its own output
             elif producer not in found:

@@ -32,6 +32,7 @@ from taskiq_flow.errors import (
     ErrorHandlingMode,
     UnknownDependencyError,
 )
+from taskiq_flow.manifests.flow import RUN_DATA, control_flow, step_path
 from taskiq_flow.manifests.models import (
     ErrorMode,
     Mode,
@@ -271,9 +272,11 @@ class _Compiler:
         self.tasks: dict[str, Any] = {}
         self.signatures: dict[int, _Signature] = {}
         self.inputs = {i.name: i for i in spec.inputs or []}
+        self.steps = spec.all_steps  # the finally steps after the others, numbered on
 
     def problem(self, index: int | None, where: str, message: str) -> None:
-        path = f"{self.prefix}.steps" if index is None else f"{self.prefix}.steps[{index}]"
+        """A problem of step ``index`` (of ``steps``: a finally step's path says so)."""
+        path = step_path(self.spec, index, self.prefix)
         self.problems.append(Problem(f"{path}{where}", message))
 
     # -- tasks ---------------------------------------------------------------------------
@@ -285,7 +288,7 @@ class _Compiler:
         for module, message in resolver.failures.items():
             index = self.spec.worker.modules.index(module)
             self.problems.append(Problem(f"{self.prefix}.worker.modules[{index}]", message))
-        for index, step in enumerate(self.spec.steps):
+        for index, step in enumerate(self.steps):
             task = resolver.find(step.task)
             if task is None:
                 if resolver.complete:
@@ -352,7 +355,7 @@ class _Compiler:
             outputs=(step.output_name,),
             inputs=tuple(dict.fromkeys(inputs)),
             optional_inputs=dict(optional) if optional else NOTHING,
-            depends_on=tuple(dict.fromkeys([*depends_on, *(step.depends_on or ())])),
+            depends_on=tuple(dict.fromkeys([*depends_on, *(d.step for d in step.dependencies)])),
             task=self.tasks.get(step.name),
             retry=retry_policy(step.retries),
             timeout=step.timeout_seconds,
@@ -406,9 +409,10 @@ class _Compiler:
             return None
         return free[0]
 
-    def dataflow_nodes(self) -> list[DAGNode]:
+    def dataflow_nodes(self, first: int = 0) -> list[DAGNode]:
+        """The nodes of ``steps[first:]``, each consuming what it names."""
         nodes = []
-        for index, step in enumerate(self.spec.steps):
+        for index, step in enumerate(self.steps[first:], start=first):
             signature = self.signatures.get(index)
             each = step.each
             args = step.args or {}
@@ -534,20 +538,26 @@ class _Compiler:
                     )
             nodes.append(node)
             previous = step
-        return nodes
+        # Finally steps do not take part in the chain: they name what they consume.
+        return [*nodes, *self.dataflow_nodes(first=len(nodes))]
 
     # -- the graph -----------------------------------------------------------------------
 
     def check_graph(self, nodes: list[DAGNode]) -> bool:
         """Every structural problem the DAG would raise, all of them; False if any."""
         ok = True
-        steps = self.spec.steps
+        steps = self.steps
         seen: dict[str, int] = {}
         for index, step in enumerate(steps):
             if step.name in seen:
                 self.problem(index, ".name", DuplicateNodeError(step.name).message)
                 ok = False
             seen.setdefault(step.name, index)
+        for position, declared in enumerate(self.spec.inputs or ()):
+            if declared.name == RUN_DATA:
+                message = f"the data name {RUN_DATA!r} is reserved: rename the input"
+                self.problems.append(Problem(f"{self.prefix}.inputs[{position}].name", message))
+                ok = False
         producers: dict[str, str] = {}
         for index, step in enumerate(steps):
             output = step.output_name
@@ -559,20 +569,23 @@ class _Compiler:
                     f"output {output!r} has the name of a pipeline input; rename one of them",
                 )
                 ok = False
+            elif output == RUN_DATA:
+                self.problem(index, where, f"the data name {RUN_DATA!r} is reserved: rename it")
+                ok = False
             elif output in producers and producers[output] != step.name:
                 error = DuplicateOutputError(output, [producers[output], step.name])
                 self.problem(index, where, error.message)
                 ok = False
             producers.setdefault(output, step.name)
         for index, step in enumerate(steps):
-            for position, dep in enumerate(step.depends_on or []):
+            for position, dep in enumerate(d.step for d in step.dependencies):
                 if dep not in seen:
                     unknown = UnknownDependencyError(step.name, dep)
                     self.problem(index, f".dependsOn[{position}]", unknown.message)
                     ok = False
         for index, (step, node) in enumerate(zip(steps, nodes, strict=True)):
             for name in node.consumed:
-                if name in producers or name in self.inputs:
+                if name in producers or name in self.inputs or name == RUN_DATA:
                     continue
                 where = self._where_consumed(step, name)
                 self.problem(
@@ -599,11 +612,13 @@ class _Compiler:
         )
         if not self.check_graph(nodes):
             return None
+        if not control_flow(self.spec, self.steps, nodes, self.problem):
+            return None
         try:
             return DAG(nodes)
         except DAGError as exc:
             cycle: list[str] = list(getattr(exc, "cycle", []))
-            names = [s.name for s in self.spec.steps]
+            names = [s.name for s in self.steps]
             index = names.index(cycle[0]) if cycle and cycle[0] in names else None
             self.problem(index, "", exc.message)
             return None

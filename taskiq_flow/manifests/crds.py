@@ -61,6 +61,7 @@ _VALIDATIONS: dict[type[BaseModel], list[dict[str, str]]] = {
 # step and input names) without a CEL rule, and server-side apply merges by key.
 _LIST_MAP_KEYS: dict[tuple[type[BaseModel], str], list[str]] = {
     (PipelineSpec, "steps"): ["name"],
+    (PipelineSpec, "finally_"): ["name"],
     (PipelineSpec, "inputs"): ["name"],
 }
 
@@ -106,9 +107,13 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return schema
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
-        if len(options) != 1:
-            raise TypeError(f"unions are not structural: {annotation!r}")
-        return _type_schema(options[0])
+        if len(options) == 1:
+            return _type_schema(options[0])
+        if _is_name_or_object(options):
+            # A step name or an object (``dependsOn``): no structural type covers both,
+            # so the API server keeps the value and the operator's validation checks it.
+            return {PRESERVE: True}
+        raise TypeError(f"unions are not structural: {annotation!r}")
     if origin is Literal:
         values = list(get_args(annotation))
         return {"type": _json_type(values[0]), "enum": values}
@@ -136,6 +141,15 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         if annotation is str:
             return {"type": "string"}
     raise TypeError(f"no structural schema for {annotation!r}")
+
+
+def _is_name_or_object(options: list[Any]) -> bool:
+    bases = [get_args(o)[0] if get_origin(o) is Annotated else o for o in options]
+    return (
+        len(bases) == 2
+        and str in bases
+        and any(isinstance(b, type) and issubclass(b, BaseModel) for b in bases)
+    )
 
 
 def _json_type(value: Any) -> str:

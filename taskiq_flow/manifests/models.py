@@ -24,6 +24,7 @@ __all__ = [
     "DATA_NAME_PATTERN",
     "STEP_NAME_PATTERN",
     "Condition",
+    "Dependency",
     "DagStatus",
     "ErrorMode",
     "ItemCounts",
@@ -37,6 +38,7 @@ __all__ = [
     "PipelineRun",
     "PipelineRunSpec",
     "PipelineRunStatus",
+    "Outcome",
     "PipelineSpec",
     "PipelineStatus",
     "Replicas",
@@ -90,6 +92,14 @@ class ErrorMode(StrEnum):
     FAIL_FAST = "FailFast"
     CONTINUE_ON_ERROR = "ContinueOnError"
     SKIP_FAILED = "SkipFailed"
+
+
+class Outcome(StrEnum):
+    """How a step ended, as a ``dependsOn`` entry may wait for it."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
 
 
 class PipelinePhase(StrEnum):
@@ -261,6 +271,29 @@ class MapSpec(_Model):
     max_parallel: int | None = Field(default=None, ge=1, description="Items in flight at most.")
 
 
+class Dependency(_Model):
+    """A step to wait for, and the outcomes of it that let this step run."""
+
+    step: StepName = Field(description="The step waited for.")
+    on: list[Outcome] = Field(
+        default_factory=lambda: [Outcome.SUCCEEDED],
+        min_length=1,
+        description="Outcomes of it after which this step runs (default: Succeeded).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_read_as_true(cls, data: Any) -> Any:
+        # YAML 1.1 parsers (PyYAML, and kubectl's) read the bare key ``on`` as the
+        # boolean true; kubectl then sends it as the key "true". Both mean ``on``.
+        if isinstance(data, dict) and "on" not in data:
+            for key in (True, "true"):
+                if key in data:
+                    data = {("on" if k == key else k): v for k, v in data.items()}
+                    break
+        return data
+
+
 class StepSpec(_Model):
     """One step: a task, what it consumes and produces, and how it is retried."""
 
@@ -279,8 +312,20 @@ class StepSpec(_Model):
     args: FreeObject | None = Field(
         default=None, description="Static keyword arguments (JSON values)."
     )
-    depends_on: list[StepName] | None = Field(
-        default=None, description="Steps that must finish first, without passing data."
+    depends_on: list[StepName | Dependency] | None = Field(
+        default=None,
+        description=(
+            "Steps to wait for, without passing data: a name (after it Succeeded) or "
+            "{step, on: [outcomes]} (Succeeded, Failed, Skipped)."
+        ),
+    )
+    when: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "CEL condition over inputs, outputs and steps, checked when the step's "
+            "dependencies are done; false: the step is Skipped."
+        ),
     )
     map: MapSpec | None = Field(
         default=None, description="Run the task once per item; the output is the results."
@@ -303,6 +348,14 @@ class StepSpec(_Model):
         if self.map is not None and self.filter is not None:
             raise ValueError("a step has at most one of map and filter")
         return self
+
+    @property
+    def dependencies(self) -> list[Dependency]:
+        """``dependsOn`` with each plain name as ``{step: name, on: [Succeeded]}``."""
+        return [
+            entry if isinstance(entry, Dependency) else Dependency(step=entry)
+            for entry in self.depends_on or ()
+        ]
 
     @property
     def output_name(self) -> str:
@@ -335,6 +388,19 @@ class PipelineSpec(_Model):
         default=None, description="External inputs; required unless a default is given."
     )
     steps: list[StepSpec] = Field(min_length=1, description="The steps.")
+    finally_: list[StepSpec] | None = Field(
+        default=None,
+        alias="finally",
+        description=(
+            "Steps run once every other step is over, whatever the outcome (also after "
+            "a cancel or the run timeout); they may consume the data name run."
+        ),
+    )
+
+    @property
+    def all_steps(self) -> list[StepSpec]:
+        """The steps, then the ``finally`` steps."""
+        return [*self.steps, *(self.finally_ or ())]
 
 
 class DagStatus(_Model):

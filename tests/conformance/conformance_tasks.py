@@ -209,3 +209,9 @@ def peak_within(values: list[int], token: str, limit: int) -> dict[str, Any]:
     finally:
         client.close()
     return {"sum": sum(values), "within_limit": 1 <= peak <= limit}
+
+
+@task
+def run_report(run: dict[str, Any]) -> dict[str, Any]:
+    """What a finally step sees of the run: its phase and its failed steps."""
+    return {"phase": run["phase"], "failedSteps": run["failedSteps"]}

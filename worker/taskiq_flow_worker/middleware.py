@@ -2,8 +2,9 @@
 
 For every message the operator kicked (it carries the ``tfo_run`` label) it
 
-- skips the message when the run was cancelled, or when this task id already finished
-  (a redelivery after the worker died between saving and acknowledging);
+- skips the message when the run was cancelled (unless it is a ``finally`` step), or
+  when this task id already finished (a redelivery after the worker died between saving
+  and acknowledging);
 - resolves input references from Redis before the task runs;
 - stores the output as JSON with a TTL, then appends a step event to the events stream
   (for an item of a filter step: the item itself, when the task returned a truthy value);
@@ -24,7 +25,6 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,7 @@ from taskiq.exceptions import NoResultError
 from taskiq_flow.core import keeps
 from taskiq_flow.errors import UnknownTaskError
 from taskiq_flow_worker import protocol as p
+from taskiq_flow_worker.references import References
 
 __all__ = ["FlowWorkerMiddleware", "StepSkipped"]
 
@@ -64,7 +65,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         super().__init__()
         self.redis_url = redis_url
         self._redis: Redis | None = None
-        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._references: References | None = None
         self._cache_size = cache_size
         self._wrapped: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
         self._catalog: asyncio.Task[None] | None = None
@@ -124,6 +125,7 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=self.redis_url is not None)
             self._redis = None
+            self._references = None
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -138,6 +140,8 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         cancelled, done = await self.redis.mget(
             p.cancelled_key(run), p.done_key(run, message.task_id)
         )
+        if p.LABEL_FINALLY in labels:
+            cancelled = None  # a finally step runs after a cancel too
         if cancelled is not None or done is not None:
             why = "its run was cancelled" if cancelled is not None else "it already finished"
             _skip.set(f"task {message.task_id} skipped: {why}")
@@ -147,8 +151,11 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
                 await self._append_event(message, json.loads(done))
             return message
         _skip.set(None)
-        message.args = [await self._resolve(v) for v in message.args]
-        message.kwargs = {k: await self._resolve(v) for k, v in message.kwargs.items()}
+        if self._references is None:
+            self._references = References(self.redis, self._cache_size)
+        resolve = self._references.resolve
+        message.args = [await resolve(v) for v in message.args]
+        message.kwargs = {k: await resolve(v) for k, v in message.kwargs.items()}
         param = labels.get(p.LABEL_FILTER)
         if param is None:
             _item.set(None)
@@ -229,40 +236,6 @@ class FlowWorkerMiddleware(TaskiqMiddleware):
         )
         stream = str(labels.get(p.LABEL_EVENTS, p.DEFAULT_EVENTS_STREAM))
         await self.redis.xadd(stream, event.encode())  # type: ignore[arg-type]
-
-    async def _load(self, key: str) -> Any:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        raw = await self.redis.get(key)
-        if raw is None:
-            raise LookupError(f"input {key} is missing from Redis (expired or deleted?)")
-        value = json.loads(raw)
-        # Outputs never change once written, so caching them is safe; map items of one
-        # list hit the same key again and again.
-        self._cache[key] = value
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return value
-
-    async def _resolve(self, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        if "$tfref" in value:
-            loaded = await self._load(str(value["$tfref"]))
-            return loaded if "index" not in value else loaded[int(value["index"])]
-        if "$tfitems" in value:
-            prefix = str(value["$tfitems"])
-            indices = value.get("indices")
-            if indices is None:
-                indices = range(int(value["count"]))
-            if not indices:
-                return []
-            raws = await self.redis.mget([f"{prefix}:{int(i)}" for i in indices])
-            if any(raw is None for raw in raws):
-                raise LookupError(f"items of {prefix} are missing from Redis")
-            return [json.loads(raw) for raw in raws if raw is not None]
-        return value
 
 
 _STARTED = "tfo_started"

@@ -67,6 +67,7 @@ LABEL_ATTEMPT = "tfo_attempt"
 LABEL_ITEM = "tfo_item"
 LABEL_ITEM_ATTEMPT = "tfo_item_attempt"
 LABEL_FILTER = "tfo_filter"
+LABEL_FINALLY = "tfo_finally"  # a finally step: it runs even when its run was cancelled
 # A ``tfo_filter`` value: the item is the message's first positional argument (the
 # compiler's own marker for a map step that passes items that way).
 POSITIONAL = POSITIONAL_ITEM

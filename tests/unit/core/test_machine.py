@@ -254,7 +254,7 @@ def test_continue_on_error_skips_descendants_and_finishes_the_rest() -> None:
     assert machine.failed("a", 1, "boom", 1.0) == [
         Fail("a", 1, "boom"),
         Skip("b", "upstream step 'a' failed"),
-        Skip("c", "upstream step 'a' failed"),
+        Skip("c", "upstream step 'b' was skipped"),
     ]
     assert machine.succeeded("x", 1, 2.0) == [Dispatch("y", 1)]
     assert machine.succeeded("y", 1, 3.0) == [Finish(RunOutcome.FAILED, "1 step(s) failed: a", "a")]
