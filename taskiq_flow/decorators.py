@@ -43,6 +43,8 @@ class TaskSpec:
     timeout: float | None = None
     multi_output: bool = False
     output_types: Mapping[str, Any] = field(default_factory=dict)
+    when: str | None = None  # a CEL condition (see ``core.conditions``)
+    continue_on_failure: bool = False
 
     @property
     def output(self) -> str:
@@ -168,12 +170,17 @@ def pipeline_task(
     max_retry_time: float | None = 300,
     resources: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    *,
+    when: str | None = None,
+    continue_on_failure: bool = False,
 ) -> Callable[[_F], _F]:
     """Declare the data a task produces (``output``) and consumes (``inputs``).
 
     Without ``inputs`` they are inferred from the signature: every parameter but
     ``self``, ``cls``, ``PipelineContext`` ones and those with defaults (a default is
-    used when neither a producer nor the caller provides the value).
+    used when neither a producer nor the caller provides the value). ``when`` is a CEL
+    condition that decides whether the step runs; with ``continue_on_failure`` its
+    failure does not fail the run.
     """
     if not isinstance(output, str) or not output:
         raise TaskDefinitionError("pipeline_task needs output=<non-empty name>")
@@ -183,6 +190,8 @@ def pipeline_task(
         retry=_retry_policy(retries, retry_delay, retry_backoff, retry_jitter, max_retry_time),
         resources=dict(resources or {}),
         timeout=timeout,
+        when=when,
+        continue_on_failure=continue_on_failure,
     )
 
     def decorate(obj: _F) -> _F:

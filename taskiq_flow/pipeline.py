@@ -87,6 +87,20 @@ class DataflowPipeline:
         self._add(node_for_task(task, output, inputs, **meta))
         return self
 
+    def finally_(
+        self,
+        task: Any,
+        output: str | Sequence[str] | None = None,
+        inputs: Sequence[str] | None = None,
+        **meta: Any,
+    ) -> Self:
+        """Add ``task`` as a ``finally`` step: it runs once every other step is over,
+        whatever their outcome (also after a failure or the run timeout). It may consume
+        ``run`` (``{"phase", "message", "failedSteps"}``) and any output (``None`` when
+        it was not produced). A failed finally step fails the run."""
+        self._add(node_for_task(task, output, inputs, final=True, **meta))
+        return self
+
     def map(
         self,
         task: Any,

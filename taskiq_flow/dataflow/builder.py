@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from taskiq_flow.core.conditions import Condition, ConditionError
+from taskiq_flow.core.plan import ANY_OUTCOME
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
+from taskiq_flow.core.states import Phase
 from taskiq_flow.dataflow.dag import DAG, NOTHING, DAGNode
 from taskiq_flow.decorators import get_task_spec, inferred_inputs
 from taskiq_flow.errors import TaskDefinitionError
@@ -37,17 +40,22 @@ def node_for_task(
     inputs: Sequence[str] | None = None,
     *,
     name: str | None = None,
-    depends_on: Sequence[str] = (),
+    depends_on: Sequence[str | Mapping[str, Any]] = (),
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     resources: Mapping[str, Any] | None = None,
     args: Mapping[str, Any] | None = None,
-    continue_on_failure: bool = False,
+    continue_on_failure: bool | None = None,
+    when: str | None = None,
+    final: bool = False,
 ) -> DAGNode:
     """A ``DAGNode`` for ``task``: explicit arguments win over its ``@pipeline_task`` spec.
 
     ``continue_on_failure``: the step's failure (after its retries) does not fail the run;
-    its consumers are skipped."""
+    its consumers are skipped. ``when``: a CEL condition over ``inputs``, ``outputs`` and
+    ``steps``; false skips the step. ``depends_on`` names steps to run after (once they
+    succeeded), or maps ``{"step": name, "on": ["Failed", ...]}`` for other outcomes.
+    ``final``: a ``finally`` step, run once every other step is over."""
     task_name = task_name_of(task)
     spec = get_task_spec(task)
     if output is None:
@@ -79,15 +87,50 @@ def node_for_task(
         outputs=outputs,
         inputs=required,
         optional_inputs=optional,
-        depends_on=tuple(depends_on),
+        depends_on=tuple(e if isinstance(e, str) else str(e["step"]) for e in depends_on),
         task=None if isinstance(task, str) else task,
         retry=retry or (spec.retry if spec else NO_RETRY),
         timeout=timeout if timeout is not None else (spec.timeout if spec else None),
         resources=dict(resources) if resources else NOTHING,
         multi_output=spec.multi_output if spec and output is None else len(outputs) > 1,
         args=static,
-        continue_on_failure=continue_on_failure,
+        continue_on_failure=(
+            continue_on_failure
+            if continue_on_failure is not None
+            else bool(spec and spec.continue_on_failure)
+        ),
+        when=_condition(when if when is not None else (spec.when if spec else None)),
+        accepts=_accepts(depends_on),
+        final=final,
     )
+
+
+def _condition(source: str | None) -> Condition | None:
+    if source is None:
+        return None
+    try:
+        return Condition(source)
+    except ConditionError as exc:
+        raise TaskDefinitionError(f"invalid when condition {source!r}: {exc}") from None
+
+
+def _accepts(depends_on: Sequence[str | Mapping[str, Any]]) -> Mapping[str, frozenset[Phase]]:
+    """The outcomes waited for, per step, of the ``{"step", "on"}`` entries."""
+    found: dict[str, frozenset[Phase]] = {}
+    for entry in depends_on:
+        if isinstance(entry, str):
+            continue
+        try:
+            outcomes = frozenset(Phase(outcome) for outcome in entry.get("on", ["Succeeded"]))
+        except ValueError as exc:
+            raise TaskDefinitionError(f"dependsOn {dict(entry)!r}: {exc}") from None
+        if not outcomes or not outcomes <= ANY_OUTCOME:
+            raise TaskDefinitionError(
+                f"dependsOn {dict(entry)!r}: on lists outcomes among Succeeded, Failed, Skipped"
+            )
+        if outcomes != {Phase.SUCCEEDED}:
+            found[str(entry["step"])] = outcomes
+    return found or NOTHING
 
 
 class DAGBuilder:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from taskiq_flow.core.conditions import RUN_DATA, Condition
-from taskiq_flow.core.plan import Plan
+from taskiq_flow.core.plan import ANY_OUTCOME, Plan
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.core.states import Phase
 from taskiq_flow.dataflow.memory import paused_gc
@@ -199,8 +199,36 @@ class DAG:
                 raise CycleError([node.name])
             if step not in found:
                 found.append(step)
+        if node.when is not None:
+            self._link_condition(number, node, names, found)
         node.deps = tuple(map(names.__getitem__, found))
         return found
+
+    def _link_condition(
+        self, number: int, node: DAGNode, names: list[str], found: list[int]
+    ) -> None:
+        """A condition waits for the producers of the outputs it reads (as an input
+        would) and for the steps whose phase it reads, whatever their outcome."""
+        assert node.when is not None
+        for name in node.when.outputs:
+            producer = self._producers.get(name)
+            if producer is not None and producer != number and producer not in found:
+                found.append(producer)
+        if not node.when.steps:
+            return
+        if self._numbers is None:
+            self._numbers = {step: n for n, step in enumerate(names)}
+        accepts = dict(node.accepts)
+        for name in node.when.steps:
+            step = self._numbers.get(name)
+            if step is None:
+                raise UnknownDependencyError(node.name, name)
+            if step == number:
+                raise CycleError([node.name])
+            if step not in found:
+                found.append(step)
+            accepts.setdefault(name, ANY_OUTCOME)
+        node.accepts = accepts
 
     # -- inspection --------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from functools import singledispatch
 from typing import Any
 
 from taskiq_flow.core.retry import RetryPolicy
+from taskiq_flow.core.states import Phase
 from taskiq_flow.dataflow.dag import DAGNode
 from taskiq_flow.errors import TaskDefinitionError
 from taskiq_flow.execution_engine import SPREAD_ITEM
@@ -108,7 +109,15 @@ def _step(
     if node.args:
         step["args"] = dict(node.args)
     if node.depends_on:
-        step["dependsOn"] = [names[dep] for dep in node.depends_on]
+        step["dependsOn"] = [_dependency(node, dep, names) for dep in node.depends_on]
+    if node.when is not None:
+        renamed = [n for n in node.when.steps if names.get(n, n) != n]
+        if renamed:
+            raise ExportError(
+                f"{where}: its condition reads steps {renamed}, whose names change in a "
+                "manifest (DNS-1123 labels); name those steps with dashes"
+            )
+        step["when"] = node.when.source
     retries = _retries(node.retry)
     if retries is not None:
         step["retries"] = retries
@@ -120,6 +129,17 @@ def _step(
     return step
 
 
+_OUTCOME_ORDER = (Phase.SUCCEEDED, Phase.FAILED, Phase.SKIPPED)
+
+
+def _dependency(node: DAGNode, dep: str, names: dict[str, str]) -> str | dict[str, Any]:
+    """A ``dependsOn`` entry: the step's name, or ``{step, on}`` for other outcomes."""
+    outcomes = node.accepts.get(dep)
+    if outcomes is None or outcomes == {Phase.SUCCEEDED}:
+        return names[dep]
+    return {"step": names[dep], "on": [o.value for o in _OUTCOME_ORDER if o in outcomes]}
+
+
 @pipeline_manifest.register
 def _dataflow_manifest(obj: DataflowPipeline, *, name: str | None = None) -> dict[str, Any]:
     dag = obj.build_dag()
@@ -129,7 +149,8 @@ def _dataflow_manifest(obj: DataflowPipeline, *, name: str | None = None) -> dic
     if clashes:
         raise ExportError(f"step names collide once made DNS-1123 labels: {sorted(clashes)}")
     produced = set(dag.outputs)
-    steps = [_step(node, names, produced, obj.task_timeout) for node in nodes]
+    steps = [_step(node, names, produced, obj.task_timeout) for node in nodes if not node.final]
+    finals = [_step(node, names, produced, obj.task_timeout) for node in nodes if node.final]
     modules = sorted({m for m in (_module_of(n) for n in nodes) if m is not None})
     if not modules:
         modules = sorted({n.task_name.split(":")[0] for n in nodes if ":" in n.task_name})
@@ -146,6 +167,8 @@ def _dataflow_manifest(obj: DataflowPipeline, *, name: str | None = None) -> dic
     if inputs:
         spec["inputs"] = inputs
     spec["steps"] = steps
+    if finals:
+        spec["finally"] = finals
     return {
         "apiVersion": API_VERSION,
         "kind": "Pipeline",
