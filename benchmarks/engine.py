@@ -15,6 +15,12 @@ What it measures, side by side in one run, with one trivial async task
    ``RedisAsyncResultBackend``): time per step of the same chain, against the time of
    one raw round trip (``kiq()`` + ``wait_result(check_interval=0.0005)``). Ratio =
    pipeline / raw; target <= 1.3.
+3. The cost of ``when`` conditions: one check of a typical condition (``outputs.score >
+   0.8 && inputs.mode == 'full'``, compiled once) against the same test as a Python
+   lambda, in µs; and the in-process chain with a condition on every step (each reads
+   the previous output, so each step waits for a ``Check`` round) against the plain
+   chain. Targets: a check costs <= 50 µs; the conditioned chain keeps >= 0.8 of the
+   plain chain's steps per second.
 
 Each figure is the median of ``--repeat`` repetitions (min and max shown). A chain's
 steps run one after another, so its time per step is what a step costs the engine:
@@ -29,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 if not __package__:  # run as a script: import from the repository root, not benchmarks/
@@ -43,8 +50,10 @@ from benchmarks._common import (
     repeat,
     running_redis,
     running_workers,
+    take_turns,
 )
 from taskiq_flow import DataflowPipeline
+from taskiq_flow.core.conditions import Condition
 from tests.integration.flow_tasks import REDIS_URL_ENV, increment
 from tests.integration.worker_app import make_broker
 
@@ -57,11 +66,15 @@ REDIS_ROUND_TRIPS = 100
 WORKER = ("tests.integration.worker_app:broker", ["tests.integration.flow_tasks"])
 
 
-def chain(broker: AsyncBroker) -> DataflowPipeline:
-    """``v0 → step1 → … → step20``, each step one ``increment``."""
+def chain(broker: AsyncBroker, *, conditioned: bool = False) -> DataflowPipeline:
+    """``v0 → step1 → … → step20``, each step one ``increment`` (``conditioned``: each
+    with the condition that the previous output is not negative)."""
     pipeline = DataflowPipeline(broker)
     for i in range(1, CHAIN_LENGTH + 1):
-        pipeline.add_dataflow_task(increment, output=f"v{i}", inputs=[f"v{i - 1}"], name=f"step{i}")
+        when = f"outputs.v{i - 1} >= 0" if conditioned and i > 1 else None
+        pipeline.add_dataflow_task(
+            increment, output=f"v{i}", inputs=[f"v{i - 1}"], name=f"step{i}", when=when
+        )
     return pipeline
 
 
@@ -109,6 +122,68 @@ async def in_process(times: int) -> Figure:
     )
 
 
+CHECKS = 20_000  # condition evaluations per repetition
+
+
+def time_checks(check: Callable[[], bool]) -> float:
+    """Seconds per call of ``check``."""
+    start = time.perf_counter()
+    for _ in range(CHECKS):
+        check()
+    return (time.perf_counter() - start) / CHECKS
+
+
+async def conditions(times: int) -> list[Figure]:
+    """What a ``when`` costs: one check, and a chain whose every step has one."""
+    condition = Condition("outputs.score > 0.8 && inputs.mode == 'full'")
+    data = {"score": 0.9, "mode": "full"}
+    cel, plain = await take_turns(
+        times,
+        _sync(lambda: time_checks(lambda: condition.evaluate(data, {}))),
+        _sync(lambda: time_checks(lambda: data["score"] > 0.8 and data["mode"] == "full")),
+    )
+    broker = InMemoryBroker()
+    await broker.startup()
+    try:
+        unconditioned, conditioned = chain(broker), chain(broker, conditioned=True)
+        base, checked = await take_turns(
+            times,
+            lambda: time_chains(unconditioned, IN_PROCESS_CHAINS),
+            lambda: time_chains(conditioned, IN_PROCESS_CHAINS),
+        )
+    finally:
+        await broker.shutdown()
+    return [
+        Figure(
+            name="when: one condition check",
+            unit="µs",
+            ours=[s * 1e6 for s in cel],
+            reference=[s * 1e6 for s in plain],
+            ours_label="compiled CEL condition, evaluated over the data it reads",
+            reference_label="the same test as a Python expression",
+            target=Target("<=", 50, on="value"),
+            suite=SUITE,
+        ),
+        Figure(
+            name="in-process 20-step chain, a when on every step",
+            unit="steps/s",
+            ours=[1 / s for s in checked],
+            reference=[1 / s for s in base],
+            ours_label="each step checks the previous output first",
+            reference_label="the same chain without conditions",
+            target=Target(">=", 0.8),
+            suite=SUITE,
+        ),
+    ]
+
+
+def _sync(measure: Callable[[], float]) -> Callable[[], Awaitable[float]]:
+    async def measured() -> float:
+        return measure()
+
+    return measured
+
+
 async def on_redis(url: str, times: int) -> Figure:
     """Milliseconds per step of the chain against per raw round trip, one worker."""
     broker = make_broker(url)
@@ -137,12 +212,13 @@ async def on_redis(url: str, times: int) -> Figure:
 async def measure(times: int = 7) -> list[Figure]:
     """Both figures; starts (and stops) its own redis-server and worker process."""
     local = await in_process(times)
+    checks = await conditions(times)
     with running_redis() as url, tempfile.TemporaryDirectory() as logs:
         os.environ[REDIS_URL_ENV] = url
         broker, modules = WORKER
         with running_workers(broker, modules, {REDIS_URL_ENV: url}, 1, Path(logs), "engine"):
             remote = await on_redis(url, times)
-    return [local, remote]
+    return [local, *checks, remote]
 
 
 def main(argv: list[str] | None = None) -> None:
