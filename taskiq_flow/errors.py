@@ -9,7 +9,8 @@ The hierarchy::
     │   ├── DuplicateOutputError      two tasks produce the same output
     │   ├── DuplicateNodeError        two nodes share a name
     │   ├── MissingInputsError        inputs that nothing produces and the caller did not pass
-    │   └── UnknownDependencyError    dependsOn names a node that does not exist
+    │   ├── UnknownDependencyError    dependsOn names a node that does not exist
+    │   └── FinallyDependencyError    a regular step depends on a finally step
     ├── TaskDefinitionError           a task's declaration is unusable (bad decorator use)
     ├── UnknownTaskError              a task name no broker or module defines
     └── PipelineError                 a run failed; carries partial_results and the failed node
@@ -28,6 +29,7 @@ from taskiq.exceptions import TaskiqError
 __all__ = [
     "CycleError",
     "DAGError",
+    "FinallyDependencyError",
     "DuplicateNodeError",
     "DuplicateOutputError",
     "EmptyPipelineError",
