@@ -172,6 +172,15 @@ class ExecutionEngine:
             self._current = None
             self._report = run.report()
 
+    def cancel(self, reason: str = "the run was cancelled") -> bool:
+        """Cancel the run in progress the way a PipelineRun's ``spec.cancel`` does: its
+        regular steps stop and its ``finally`` steps run; ``execute`` then raises a
+        ``PipelineError`` of a Cancelled run. False (nothing done) when no run is in
+        progress, it has no finally step or they already began: cancel the task then.
+        """
+        run = self._current
+        return run is not None and run.cancel(reason)
+
     def current_report(self) -> ExecutionReport | None:
         """A report of the run in progress (``None`` when none is), for live progress.
 
@@ -239,6 +248,17 @@ class _Run:
         self.exceptions: dict[str, BaseException] = {}
         self.wall_offset = time.time() - time.monotonic()
         self.dispatcher: Dispatcher | None = None
+        self._cancelling: asyncio.Future[None] | None = None
+
+    def cancel(self, reason: str) -> bool:
+        """See ``ExecutionEngine.cancel``."""
+        machine = self.machine
+        has_finally = any(node.final for node in self.dag.nodes.values())
+        if not has_finally or machine.verdict is not None or machine.started_at is None:
+            return False
+        # Carried out beside the loop, which wakes up when a finally step finishes.
+        self._cancelling = asyncio.ensure_future(self._drain(machine.cancel(self._now(), reason)))
+        return True
 
     # -- admission ---------------------------------------------------------------------
 

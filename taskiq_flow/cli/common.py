@@ -18,6 +18,7 @@ from taskiq_flow.manifests.runs import RunRequest, select_run
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_INVALID",
     "EXIT_OK",
     "QUEUE_ENV",
@@ -37,6 +38,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 REDIS_URL_ENV = "TASKIQ_FLOW_REDIS_URL"
 URL_ENV = "TASKIQ_FLOW_BROKER_URL"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from taskiq import AsyncBroker, InMemoryBroker
 
 from taskiq_flow.cli.common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
     add_import_paths,
@@ -146,11 +148,14 @@ async def _execute(
     display = RunProgress(engine, err, mode)
     engine.progress_callback = display.on_items
     outputs: dict[str, Any]
+    running = asyncio.ensure_future(display.run(engine.execute(inputs, run_id)))
+    interrupts = _Interrupts(engine, running, err)
     try:
-        outputs = await display.run(engine.execute(inputs, run_id))
+        outputs = await running
     except PipelineError as exc:
         outputs = exc.partial_results
     finally:
+        interrupts.close()
         await broker.shutdown()
     report = engine.get_execution_report()
     status = run_status(report)
@@ -167,7 +172,36 @@ async def _execute(
     for name, error in failed.items():
         if f"{name!r}" not in report.reason:
             click.echo(f"  step {name!r} failed: {error}", err=True)
-    return EXIT_FAILED
+    return EXIT_INTERRUPTED if report.status == "Cancelled" else EXIT_FAILED
+
+
+class _Interrupts:
+    """Ctrl-C during a run: the first cancels it as ``spec.cancel`` would (its finally
+    steps still run), when it has finally steps to run; otherwise, or the second time,
+    it stops at once."""
+
+    def __init__(self, engine: ExecutionEngine, running: asyncio.Future[Any], err: Console):
+        self.engine = engine
+        self.running = running
+        self.err = err
+        self.loop = asyncio.get_running_loop()
+        try:
+            self.loop.add_signal_handler(signal.SIGINT, self.interrupted)
+            self.installed = True
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+            self.installed = False
+
+    def interrupted(self) -> None:
+        if self.engine.cancel("the run was cancelled (interrupted)"):
+            self.err.print("cancelling: the finally steps run (Ctrl-C again to stop at once)")
+            return
+        self.close()
+        raise KeyboardInterrupt  # out of the event loop: the run stops at once
+
+    def close(self) -> None:
+        if self.installed:
+            self.loop.remove_signal_handler(signal.SIGINT)
+            self.installed = False
 
 
 @click.command("run", help=_HELP)
@@ -240,5 +274,5 @@ def run_command(
         code = EXIT_INVALID
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     raise SystemExit(code)
