@@ -322,6 +322,7 @@ class StepSpec(_Model):
     when: str | None = Field(
         default=None,
         min_length=1,
+        max_length=4096,
         description=(
             "CEL condition over inputs, outputs and steps, checked when the step's "
             "dependencies are done; false: the step is Skipped."
