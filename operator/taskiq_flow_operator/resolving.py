@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskiq_flow.manifests.compiler import CompiledPipeline, compile_pipeline
-from taskiq_flow.manifests.models import PipelineRunSpec, PipelineSpec
+from taskiq_flow.manifests.models import PipelineRunSpec, PipelineSpec, field_path
 from taskiq_flow.manifests.problems import ManifestError
 
 __all__ = ["RunProblem", "describe_problem", "generation_of", "resolve_pipeline", "run_key"]
@@ -32,7 +32,8 @@ def describe_problem(error: ManifestError | ValidationError) -> str:
             for problem in error.problems
         )
     return "; ".join(
-        f"spec.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in error.errors()
+        f"spec.{'.'.join(str(x) for x in field_path(e['loc']))}: {e['msg']}"
+        for e in error.errors()
     )
 
 

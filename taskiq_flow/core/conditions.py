@@ -14,6 +14,7 @@ what a check needs is known before it runs and a misspelt name is a validation e
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ RUN_DATA = "run"
 """The reserved data name a ``finally`` step consumes: ``{phase, message, failedSteps}``."""
 
 ROOTS = ("inputs", "outputs", "steps")
+
+# Names a condition may use besides the roots: CEL's type names (``type(x) == string``).
+_TYPE_NAMES = frozenset(
+    {"bool", "bytes", "double", "dyn", "int", "list", "map", "null_type", "string", "type", "uint"}
+)
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 # A CEL token: a string literal (raw, bytes and triple-quoted forms included), an
 # identifier, or one other character. Strings are matched whole so that a root's name
@@ -66,7 +73,16 @@ class Condition:
             self._program = cel.compile(source)
         except ValueError as exc:
             raise ConditionError(_first_line(str(exc))) from None
-        names = _references(source)
+        tokens = _tokens(source)
+        unknown = set(self._program.variables()) - {*ROOTS, *_TYPE_NAMES, *_bound(tokens)}
+        if unknown:
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, ROOTS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConditionError(
+                f"unknown name {name!r}: a condition reads inputs, outputs and steps{hint}"
+            )
+        names = _references(tokens)
         self.inputs: tuple[str, ...] = names["inputs"]
         self.outputs: tuple[str, ...] = names["outputs"]
         self.steps: tuple[str, ...] = names["steps"]
@@ -119,9 +135,18 @@ def _tokens(source: str) -> list[_Token]:
     return found
 
 
-def _references(source: str) -> dict[str, tuple[str, ...]]:
+def _bound(tokens: list[_Token]) -> set[str]:
+    """The variables macros bind: ``x`` in ``list.all(x, ...)``."""
+    bound = set()
+    for at in range(len(tokens) - 4):
+        dot, macro, opening, name, comma = (t.text for t in tokens[at : at + 5])
+        if dot == "." and macro in _MACROS and opening == "(" and comma == ",":
+            bound.add(name)
+    return bound
+
+
+def _references(tokens: list[_Token]) -> dict[str, tuple[str, ...]]:
     names: dict[str, dict[str, None]] = {root: {} for root in ROOTS}
-    tokens = _tokens(source)
     for at, token in enumerate(tokens):
         if token.kind != "ident" or token.text not in names:
             continue

@@ -104,9 +104,11 @@ class _Checker:
             elif name == step.name:
                 self.report(index, ".when", f"steps[{name!r}] is this step itself")
             elif self.reachable(name, final, index, ".when"):
+                # Reading a step's phase is waiting for it whatever its outcome, unless
+                # dependsOn names the step (then it says which outcomes).
+                if name not in after:
+                    accepts.setdefault(name, ANY_OUTCOME)
                 after.append(name)
-                # Reading a step's phase is waiting for it whatever its outcome.
-                accepts.setdefault(name, ANY_OUTCOME)
         return condition
 
     def reachable(self, name: str, final: bool, index: int, where: str) -> bool:
@@ -144,6 +146,10 @@ class _Checker:
 
 
 def _where(step: StepSpec, name: str) -> str:
+    """The field of ``step`` that consumes ``name`` (as the compiler names it)."""
     if step.inputs and name in step.inputs:
         return f".inputs[{step.inputs.index(name)}]"
+    each = step.each
+    if each is not None and each.over == name:
+        return f".{'map' if step.map is not None else 'filter'}.over"
     return ""

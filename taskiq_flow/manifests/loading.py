@@ -25,6 +25,7 @@ from taskiq_flow.manifests.models import (
     STEP_NAME_PATTERN,
     Pipeline,
     PipelineRun,
+    field_path,
 )
 from taskiq_flow.manifests.problems import Problem, format_path
 
@@ -143,7 +144,9 @@ def _build(
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG
                 else loader.construct_object(key_node, deep=True)
             )
-            here = (*loc, str(key))
+            # A bare ``on`` is the boolean true to YAML 1.1; ``dependsOn`` reads it as ``on``,
+            # so that is where problems under it are reported.
+            here = (*loc, "on" if key is True else str(key))
             if key in result:
                 duplicates.append(here)
             mark = key_node.start_mark
@@ -286,7 +289,7 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
 
 def _message(model: type[BaseModel], error: Any) -> str:
     kind = error["type"]
-    loc = error["loc"]
+    loc = field_path(error["loc"])
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         text = f"unknown field {loc[-1]!r}"
@@ -355,7 +358,7 @@ def parse_resource(document: Document) -> list[Problem]:
         document.resource = model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         return [
-            document.problem(error["loc"], _message(model, error))
+            document.problem(field_path(error["loc"]), _message(model, error))
             for error in exc.errors(include_url=False)
         ]
     return []

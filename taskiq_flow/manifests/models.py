@@ -15,7 +15,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -294,6 +294,24 @@ class Dependency(_Model):
         return data
 
 
+_NAMED, _SPELT_OUT = "dependsOn:name", "dependsOn:object"
+UNION_TAGS = frozenset({_NAMED, _SPELT_OUT})
+"""The tags pydantic puts in an error's location inside a ``dependsOn`` entry; a field
+path leaves them out (``field_path``)."""
+
+DependsOnEntry = Annotated[
+    Annotated[StepName, Tag(_NAMED)] | Annotated[Dependency, Tag(_SPELT_OUT)],
+    # An entry is validated as what it is: a mapping as ``{step, on}``, anything else as
+    # a name; so a wrong entry gets the errors of one form, not of both.
+    Discriminator(lambda value: _SPELT_OUT if isinstance(value, dict | Dependency) else _NAMED),
+]
+
+
+def field_path(loc: tuple[int | str, ...] | list[int | str]) -> tuple[int | str, ...]:
+    """A validation error's location as a field path: without union tags."""
+    return tuple(part for part in loc if part not in UNION_TAGS)
+
+
 class StepSpec(_Model):
     """One step: a task, what it consumes and produces, and how it is retried."""
 
@@ -312,7 +330,7 @@ class StepSpec(_Model):
     args: FreeObject | None = Field(
         default=None, description="Static keyword arguments (JSON values)."
     )
-    depends_on: list[StepName | Dependency] | None = Field(
+    depends_on: list[DependsOnEntry] | None = Field(
         default=None,
         description=(
             "Steps to wait for, without passing data: a name (after it Succeeded) or "

@@ -90,11 +90,29 @@ def test_a_root_name_inside_a_string_literal_is_not_a_reference(source: str) -> 
 
 @pytest.mark.parametrize(
     ("source", "inputs"),
-    [("x.steps.y == 1", ()), ("inputs.cfg.steps == 3", ("cfg",)), ("inputs.m.outputs", ("m",))],
+    [
+        ("[{'steps': 1}].all(x, x.steps == 1)", ()),
+        ("inputs.cfg.steps == 3", ("cfg",)),
+        ("inputs.m.outputs", ("m",)),
+    ],
 )
 def test_a_field_named_like_a_root_is_not_a_reference(source: str, inputs: tuple[str, ...]) -> None:
     condition = Condition(source)
     assert (condition.inputs, condition.outputs, condition.steps) == (inputs, (), ())
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [("input.n > 1", "'input'"), ("foo", "'foo'"), ("inputs.l.exists(x, y == 1)", "'y'")],
+)
+def test_a_name_that_is_not_a_root_is_refused(source: str, named: str) -> None:
+    with pytest.raises(ConditionError, match=f"unknown name {named}"):
+        Condition(source)
+
+
+def test_macro_variables_and_type_names_are_not_unknown_names() -> None:
+    condition = Condition("type(inputs.x) == string && inputs.l.exists(item, item > 0)")
+    assert condition.inputs == ("x", "l")
 
 
 def test_a_condition_with_a_syntax_error_is_refused() -> None:
