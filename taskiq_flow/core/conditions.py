@@ -49,7 +49,12 @@ _TOKEN = re.compile(
 
 
 class ConditionError(ValueError):
-    """A ``when`` expression that does not compile, or names things the wrong way."""
+    """A ``when`` expression that does not compile, or names things the wrong way;
+    ``unknown`` is the name it used that is none of ``inputs``, ``outputs``, ``steps``."""
+
+    def __init__(self, message: str, unknown: str | None = None) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +82,11 @@ class Condition:
         unknown = set(self._program.variables()) - {*ROOTS, *_TYPE_NAMES, *_bound(tokens)}
         if unknown:
             name = sorted(unknown)[0]
-            close = difflib.get_close_matches(name, ROOTS, n=1)
+            close = difflib.get_close_matches(name, ROOTS, n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConditionError(
-                f"unknown name {name!r}: a condition reads inputs, outputs and steps{hint}"
+                f"unknown name {name!r}: a condition reads inputs, outputs and steps{hint}",
+                unknown=name,
             )
         names = _references(tokens)
         self.inputs: tuple[str, ...] = names["inputs"]

@@ -84,7 +84,7 @@ class _Checker:
         try:
             condition = Condition(step.when)
         except ConditionError as exc:
-            self.report(index, ".when", f"invalid CEL expression: {exc}")
+            self.report(index, ".when", f"invalid CEL expression: {exc}{self.hint(exc.unknown)}")
             return None
         final = index >= self.regular
         for name in condition.inputs:
@@ -110,6 +110,16 @@ class _Checker:
                     accepts.setdefault(name, ANY_OUTCOME)
                 after.append(name)
         return condition
+
+    def hint(self, name: str | None) -> str:
+        """How to write ``name``, a data or step name used bare in a condition."""
+        if name in self.inputs:
+            return f"; did you mean inputs.{name}?"
+        if name in self.producers:
+            return f"; did you mean outputs.{name}?"
+        if name in self.names:
+            return f"; did you mean steps[{name!r}]?"
+        return ""
 
     def reachable(self, name: str, final: bool, index: int, where: str) -> bool:
         """Whether a step may wait for ``name``; reports it when not."""
