@@ -32,8 +32,7 @@ def describe_problem(error: ManifestError | ValidationError) -> str:
             for problem in error.problems
         )
     return "; ".join(
-        f"spec.{'.'.join(str(x) for x in field_path(e['loc']))}: {e['msg']}"
-        for e in error.errors()
+        f"spec.{'.'.join(str(x) for x in field_path(e['loc']))}: {e['msg']}" for e in error.errors()
     )
 
 

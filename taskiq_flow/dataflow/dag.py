@@ -12,6 +12,7 @@ from taskiq_flow.core.conditions import RUN_DATA, Condition
 from taskiq_flow.core.plan import ANY_OUTCOME, Plan
 from taskiq_flow.core.retry import NO_RETRY, RetryPolicy
 from taskiq_flow.core.states import Phase
+from taskiq_flow.dataflow import drawing
 from taskiq_flow.dataflow.memory import paused_gc
 from taskiq_flow.dataflow.node import DataNode
 from taskiq_flow.errors import (
@@ -227,7 +228,8 @@ class DAG:
                 raise CycleError([node.name])
             if step not in found:
                 found.append(step)
-            accepts.setdefault(name, ANY_OUTCOME)
+            if name not in node.depends_on:  # there, its outcomes are as depends_on says
+                accepts.setdefault(name, ANY_OUTCOME)
         node.accepts = accepts
 
     # -- inspection --------------------------------------------------------------------
@@ -318,68 +320,31 @@ class DAG:
         path.reverse()
         return path
 
-    # -- drawing -----------------------------------------------------------------------
+    # -- drawing (``taskiq_flow.dataflow.drawing``) -------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Nodes, edges and levels as JSON-ready data."""
-        return {
-            "nodes": [
-                {
-                    "id": node.name,
-                    "task": node.task_name,
-                    "kind": node.kind,
-                    "outputs": list(node.outputs),
-                    "inputs": list(node.consumed),
-                    "level": node.level,
-                }
-                for node in self.topological_sort()
-            ],
-            "edges": [
-                {"source": dep, "target": node.name, "data": self._edge_data(dep, node)}
-                for node in self.topological_sort()
-                for dep in self.plan.deps(node.name)
-            ],
-            "levels": [[n.name for n in level] for level in self.levels],
-            "external_inputs": self.external_inputs,
-        }
+        """Nodes, edges and levels as JSON-ready data (see ``drawing.graph_dict``)."""
+        return drawing.graph_dict(self)
 
-    def _edge_data(self, producer: str, consumer: DAGNode) -> list[str]:
-        produced = set(self.nodes[producer].outputs)
-        return [d for d in (*consumer.consumed, *consumer.optional_inputs) if d in produced]
+    def edge(self, source: str, target: str) -> dict[str, Any]:
+        """The edge from step ``source`` to step ``target``, as in ``to_dict()``."""
+        return drawing.graph_edge(self, source, target)
+
+    def run_readers(self) -> list[str]:
+        """The ``finally`` steps that consume the reserved data ``run`` (the run's outcome,
+        which no step produces), in plan order."""
+        run = self.data.get(RUN_DATA)
+        if run is None or run.producer is not None or RUN_DATA in self._needed:
+            return []
+        return sorted(run.consumers, key=self.plan.index.__getitem__)
 
     def to_dot(self, name: str = "pipeline") -> str:
-        """The graph in Graphviz DOT."""
-        lines = [f'digraph "{name}" {{', "  rankdir=LR;", "  node [shape=box];"]
-        for node in self.topological_sort():
-            label = f"{node.name}\\n→ {', '.join(node.outputs)}"
-            lines.append(f'  "{node.name}" [label="{label}"];')
-        for ext in self.external_inputs:
-            lines.append(f'  "input:{ext}" [label="{ext}", shape=ellipse, style=dashed];')
-        for node in self.topological_sort():
-            for dep in self.plan.deps(node.name):
-                data = ", ".join(self._edge_data(dep, node))
-                attr = f' [label="{data}"]' if data else " [style=dotted]"
-                lines.append(f'  "{dep}" -> "{node.name}"{attr};')
-            for inp in node.consumed:
-                if inp in self.data and self.data[inp].producer is None:
-                    lines.append(f'  "input:{inp}" -> "{node.name}" [style=dashed];')
-        lines.append("}")
-        return "\n".join(lines)
+        """The graph in Graphviz DOT (see ``drawing.graph_dot``)."""
+        return drawing.graph_dot(self, name)
 
     def format(self) -> str:
         """A plain-text listing of the levels and each step's inputs and outputs."""
-        lines = []
-        if self.external_inputs:
-            lines.append(f"External inputs: {', '.join(self.external_inputs)}")
-        for index, level in enumerate(self.levels):
-            lines.append(f"Level {index}:")
-            for node in level:
-                needs = ", ".join(node.consumed) or "-"
-                after = (
-                    f" (after {', '.join(sorted(node.dependencies))})" if node.dependencies else ""
-                )
-                lines.append(f"  {node.name}: {needs} → {', '.join(node.outputs)}{after}")
-        return "\n".join(lines)
+        return drawing.graph_text(self)
 
     def print(self) -> None:
         """Print ``format()``."""

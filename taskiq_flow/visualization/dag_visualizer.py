@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskiq_flow.dataflow.dag import DAG
+from taskiq_flow.dataflow.drawing import edge_label
 from taskiq_flow.visualization.ascii import render_ascii
 
 __all__ = ["DAGVisualizer"]
@@ -59,7 +60,8 @@ class DAGVisualizer:
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     def to_cytoscape_json(self) -> dict[str, Any]:
-        """Elements in the format Cytoscape.js loads."""
+        """Elements in the format Cytoscape.js loads (an edge's label as in the other
+        drawings: its data, then ``when: ...`` and ``on ...`` when it has them)."""
         data = self.to_dict()
         nodes = [
             {
@@ -79,7 +81,7 @@ class DAGVisualizer:
                     "id": f"{e['source']}->{e['target']}",
                     "source": e["source"],
                     "target": e["target"],
-                    "label": ", ".join(e["data"]),
+                    "label": edge_label(e),
                 }
             }
             for e in data["edges"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from taskiq_flow.dataflow.dag import DAG
+from taskiq_flow.core.conditions import RUN_DATA
+from taskiq_flow.dataflow.dag import DAG, DAGNode
+from taskiq_flow.dataflow.drawing import CONTINUE_TAG, condition_text, edge_label
 
 __all__ = ["STATUS_COLOURS", "MermaidGenerator"]
 
@@ -22,9 +24,38 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {
 }
 _ALIASES = {"COMPLETED": "Succeeded", "ERROR": "Failed"}
 
+# The subgraph of the finally steps: capitalised, so no step of a manifest (a DNS label)
+# has the same id.
+_FINALLY = "Finally"
+
+# What would end a quoted label, start an entity code, or open an HTML tag or entity
+# (labels are rendered as HTML); ``>`` alone is harmless and stays readable.
+_SPECIAL = re.compile(r'[#"<]|&(?=[#\w])')
+_ENTITIES = {"#": "#35;", '"': "#quot;", "<": "#lt;", "&": "#amp;"}
+
 
 def _id(name: str) -> str:
     return re.sub(r"\W", "_", name)
+
+
+def _text(text: str) -> str:
+    """``text`` inside a quoted Mermaid label, with entity codes for what needs them."""
+    return _SPECIAL.sub(lambda match: _ENTITIES[match.group()], text)
+
+
+def _label(node: DAGNode) -> str:
+    """A step's quoted label: its name (tagged when it continues on failure), then its
+    condition on a second line."""
+    lines = [f"{node.name} [{CONTINUE_TAG}]" if node.continue_on_failure else node.name]
+    condition = condition_text(node)
+    if condition is not None:
+        lines.append(f"when: {condition}")
+    return '"' + "<br/>".join(map(_text, lines)) + '"'
+
+
+def _edge_text(label: str) -> str:
+    """An edge label between pipes: bare when plain words, else quoted."""
+    return label if re.fullmatch(r"[\w ,]+", label) else f'"{_text(label)}"'
 
 
 def _phase(status: str) -> str:
@@ -42,19 +73,35 @@ class MermaidGenerator:
         self.direction = direction
 
     def to_mermaid(self) -> str:
-        """Steps as boxes, data as labelled edges, external inputs as rounded nodes."""
+        """Steps as boxes, data as labelled edges, external inputs as rounded nodes.
+
+        ``finally`` steps are in a subgraph titled ``finally``; a step's condition is the
+        second line of its label; edges that pass no data are dotted; edge labels are
+        ``edge_label()``.
+        """
         lines = [f"flowchart {self.direction}"]
-        for node in self.dag.topological_sort():
-            lines.append(f'    {_id(node.name)}["{node.name}"]')
+        ordered = self.dag.topological_sort()
+        for node in ordered:
+            if not node.final:
+                lines.append(f"    {_id(node.name)}[{_label(node)}]")
+        finals = [node for node in ordered if node.final]
+        if finals:
+            lines.append(f'    subgraph {_FINALLY}["finally"]')
+            lines.extend(f"        {_id(node.name)}[{_label(node)}]" for node in finals)
+            lines.append("    end")
         for name in self.dag.external_inputs:
             lines.append(f'    {_id("in_" + name)}(["{name}"])')
+        readers = self.dag.run_readers()
+        if readers:
+            lines.append(f'    {_id("in_" + RUN_DATA)}(["{RUN_DATA}"])')
         for edge in self.dag.to_dict()["edges"]:
-            label = ", ".join(edge["data"])
-            arrow = f"-->|{label}|" if label else "-.->"
-            lines.append(f"    {_id(edge['source'])} {arrow} {_id(edge['target'])}")
-        for node in self.dag.topological_sort():
+            label = edge_label(edge)
+            arrow = "-->" if edge["data"] else "-.->"
+            text = f"|{_edge_text(label)}|" if label else ""
+            lines.append(f"    {_id(edge['source'])} {arrow}{text} {_id(edge['target'])}")
+        for node in ordered:
             for name in node.consumed:
-                if name in self.dag.external_inputs:
+                if name in self.dag.external_inputs or (name == RUN_DATA and node.name in readers):
                     lines.append(f"    {_id('in_' + name)} --> {_id(node.name)}")
         return "\n".join(lines)
 
