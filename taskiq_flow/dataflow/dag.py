@@ -191,19 +191,24 @@ class DAG:
             if producer is not None and producer != number and producer not in found:
                 found.append(producer)
         for name in node.depends_on:
-            if self._numbers is None:
-                self._numbers = {step: n for n, step in enumerate(names)}
-            step = self._numbers.get(name)
-            if step is None:
-                raise UnknownDependencyError(node.name, name)
-            if step == number:
-                raise CycleError([node.name])
+            step = self._step_number(node, name, number, names)
             if step not in found:
                 found.append(step)
         if node.when is not None:
             self._link_condition(number, node, names, found)
         node.deps = tuple(map(names.__getitem__, found))
         return found
+
+    def _step_number(self, node: DAGNode, name: str, number: int, names: list[str]) -> int:
+        """The number of step ``name``, which ``node`` (number ``number``) waits for."""
+        if self._numbers is None:
+            self._numbers = {step: n for n, step in enumerate(names)}
+        step = self._numbers.get(name)
+        if step is None:
+            raise UnknownDependencyError(node.name, name)
+        if step == number:
+            raise CycleError([node.name])
+        return step
 
     def _link_condition(
         self, number: int, node: DAGNode, names: list[str], found: list[int]
@@ -217,15 +222,9 @@ class DAG:
                 found.append(producer)
         if not node.when.steps:
             return
-        if self._numbers is None:
-            self._numbers = {step: n for n, step in enumerate(names)}
         accepts = dict(node.accepts)
         for name in node.when.steps:
-            step = self._numbers.get(name)
-            if step is None:
-                raise UnknownDependencyError(node.name, name)
-            if step == number:
-                raise CycleError([node.name])
+            step = self._step_number(node, name, number, names)
             if step not in found:
                 found.append(step)
             if name not in node.depends_on:  # there, its outcomes are as depends_on says

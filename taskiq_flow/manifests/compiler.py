@@ -32,7 +32,7 @@ from taskiq_flow.errors import (
     ErrorHandlingMode,
     UnknownDependencyError,
 )
-from taskiq_flow.manifests.flow import RUN_DATA, control_flow, step_path
+from taskiq_flow.manifests.flow import RUN_DATA, consumed_at, control_flow, step_path
 from taskiq_flow.manifests.models import (
     ErrorMode,
     Mode,
@@ -587,7 +587,7 @@ class _Compiler:
             for name in node.consumed:
                 if name in producers or name in self.inputs or name == RUN_DATA:
                     continue
-                where = self._where_consumed(step, name)
+                where = consumed_at(step, name)
                 self.problem(
                     index,
                     where,
@@ -595,15 +595,6 @@ class _Compiler:
                     "does not declare it",
                 )
         return ok
-
-    @staticmethod
-    def _where_consumed(step: StepSpec, name: str) -> str:
-        if step.inputs and name in step.inputs:
-            return f".inputs[{step.inputs.index(name)}]"
-        each = step.each
-        if each is not None and each.over == name:
-            return f".{'map' if step.map is not None else 'filter'}.over"
-        return ""
 
     def build(self) -> DAG | None:
         self.resolve_tasks()

@@ -17,7 +17,7 @@ from taskiq_flow.dataflow.dag import NOTHING, DAGNode
 from taskiq_flow.errors import FinallyDependencyError
 from taskiq_flow.manifests.models import Outcome, PipelineSpec, StepSpec
 
-__all__ = ["RUN_DATA", "control_flow", "step_path"]
+__all__ = ["RUN_DATA", "consumed_at", "control_flow", "step_path"]
 
 Report = Callable[[int | None, str, str], None]
 """``report(step index, field path under the step, message)``."""
@@ -136,13 +136,13 @@ class _Checker:
             if name == RUN_DATA:
                 self.report(
                     index,
-                    _where(step, name),
+                    consumed_at(step, name),
                     f"only finally steps may consume {RUN_DATA!r} (the run's outcome)",
                 )
                 continue
             producer = self.producers.get(name)
             if producer is not None:
-                self.reachable(producer, False, index, _where(step, name))
+                self.reachable(producer, False, index, consumed_at(step, name))
 
     def check_final(self, index: int, step: StepSpec) -> None:
         for position, dep in enumerate(step.dependencies):
@@ -155,7 +155,7 @@ class _Checker:
                 )
 
 
-def _where(step: StepSpec, name: str) -> str:
+def consumed_at(step: StepSpec, name: str) -> str:
     """The field of ``step`` that consumes ``name`` (as the compiler names it)."""
     if step.inputs and name in step.inputs:
         return f".inputs[{step.inputs.index(name)}]"
