@@ -14,14 +14,20 @@ For tasks that belong to a pipeline run it
   (dataflow runs) or advances the run itself (sequential runs);
 - turns a task name this worker does not know into a failed step
   (``UnknownTaskError``), where taskiq alone would drop the message and leave the run
-  waiting.
+  waiting;
+- drops, without running it, a message of a dataflow run that is over (its driver
+  closed the run's event stream): a step left queued by a run that timed out or was
+  cancelled, which no worker was there to take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +42,7 @@ from taskiq_flow.chains.driver import (
     on_step_finished,
 )
 from taskiq_flow.completions import (
+    EVENTS_PREFIX,
     LABEL_ATTEMPT,
     LABEL_MODE,
     LABEL_NODE,
@@ -43,6 +50,8 @@ from taskiq_flow.completions import (
     LABEL_STARTED,
     LABEL_STEP,
     publish_completion,
+    redis_pool_of,
+    shared_client,
 )
 from taskiq_flow.context import PipelineContext
 from taskiq_flow.decorators import context_parameter
@@ -55,6 +64,17 @@ logger = logging.getLogger("taskiq_flow.middleware")
 _NO_CONTEXT = ""
 # taskiq's errors are costly to build; taskiq only checks the type of this one.
 _NO_RESULT = NoResultError()
+# The keyword a dropped message's task is called with instead of its arguments.
+_DROPPED = "__taskiq_flow_dropped__"
+# A run seen open is not looked at again for this long (one EXISTS per run and period).
+RUN_OPEN_RECHECK_SECONDS = 5.0
+
+
+class RunEnded(NoResultError):
+    """The message belongs to a run that is over: it is acknowledged and not run."""
+
+    __template__ = "{reason}"
+    reason: str
 
 
 class PipelineMiddleware(TaskiqMiddleware):
@@ -66,6 +86,7 @@ class PipelineMiddleware(TaskiqMiddleware):
     def __init__(self) -> None:
         super().__init__()
         self._context_params: dict[str, str] = {}
+        self._open_runs: dict[str, float] = {}  # run → when its stream was last seen
 
     def set_broker(self, broker: AsyncBroker) -> None:
         """Attach to ``broker``, and make unknown task names fail visibly."""
@@ -85,6 +106,12 @@ class PipelineMiddleware(TaskiqMiddleware):
         labels = message.labels
         if LABEL_RUN not in labels and LABEL_SEQ not in labels:
             return message
+        run = labels.get(LABEL_RUN)
+        if run is not None and await self._run_is_over(str(run)):
+            logger.warning("task %s dropped: its run %s is over", message.task_id, run)
+            message.args = []
+            message.kwargs = {_DROPPED: f"its run {run} is over"}
+            return message
         not_before = labels.get(LABEL_NOT_BEFORE)
         if not_before is not None:
             delay = float(not_before) - time.time()
@@ -95,6 +122,27 @@ class PipelineMiddleware(TaskiqMiddleware):
             if param is not None and param not in message.kwargs:
                 message.kwargs[param] = context_from(message, self.broker)
         return message
+
+    async def _run_is_over(self, run: str) -> bool:
+        """Whether the driver of dataflow run ``run`` closed its event stream (Redis
+        brokers only: elsewhere the driver and the task share a process)."""
+        now = time.monotonic()
+        seen = self._open_runs.get(run)
+        if seen is not None and now - seen < RUN_OPEN_RECHECK_SECONDS:
+            return False
+        pool = redis_pool_of(self.broker)
+        if pool is None:
+            return False
+        try:
+            is_open = bool(await shared_client(pool).exists(EVENTS_PREFIX + run))
+        except Exception:  # Redis away: run the task; its completion finds out later
+            logger.warning("could not tell whether run %s is still open", run, exc_info=True)
+            return False
+        if is_open:
+            if len(self._open_runs) > 10_000:
+                self._open_runs.clear()
+            self._open_runs[run] = now
+        return not is_open
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         """Call ``on_step_complete``, then report the finished step to its run (dataflow)
@@ -177,11 +225,24 @@ def _report_unknown_tasks(broker: AsyncBroker) -> None:
     if getattr(broker, "_taskiq_flow_unknown_tasks", False):
         return
     original = broker.find_task
+    wrapped: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
 
     def find_task(task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
+        cached = wrapped.get(task_name)
+        if cached is not None:
+            return cached
         found = original(task_name)
         if found is not None:
-            return found
+            # The same task, but one ``pre_execute`` can stop (a message of a run that
+            # is over): taskiq has chosen the function before any middleware runs.
+            task = AsyncTaskiqDecoratedTask(
+                broker=broker,
+                task_name=task_name,
+                original_func=_droppable(found.original_func),
+                labels=dict(found.labels),
+            )
+            wrapped[task_name] = task
+            return task
 
         def unknown(*_args: Any, **_kwargs: Any) -> None:
             raise UnknownTaskError(task_name, "this worker")
@@ -193,3 +254,25 @@ def _report_unknown_tasks(broker: AsyncBroker) -> None:
 
     broker.find_task = find_task  # type: ignore[method-assign]
     broker._taskiq_flow_unknown_tasks = True  # type: ignore[attr-defined]
+
+
+def _droppable(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, unless ``pre_execute`` dropped the message (it then passes only
+    ``_DROPPED``): a keyword, not a context variable, since sync tasks run on threads."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def droppable_async(*args: Any, **kwargs: Any) -> Any:
+            if _DROPPED in kwargs:
+                raise RunEnded(reason=kwargs[_DROPPED])
+            return await func(*args, **kwargs)
+
+        return droppable_async
+
+    @functools.wraps(func)
+    def droppable(*args: Any, **kwargs: Any) -> Any:
+        if _DROPPED in kwargs:
+            raise RunEnded(reason=kwargs[_DROPPED])
+        return func(*args, **kwargs)
+
+    return droppable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -27,6 +28,7 @@ from taskiq_flow.cli.common import (
 )
 from taskiq_flow.cli.output import print_result
 from taskiq_flow.cli.progress import ProgressMode, RunProgress
+from taskiq_flow.cli.watch import QueueWatch, worker_command
 from taskiq_flow.errors import DAGError, PipelineError
 from taskiq_flow.execution_engine import ExecutionEngine
 from taskiq_flow.manifests.compiler import CompiledPipeline, RunSettings
@@ -50,7 +52,8 @@ and from each manifest's directory.
 
 \b
 Inputs: the pipeline's defaults, then the PipelineRun's spec.inputs, then
---input NAME=VALUE (VALUE is JSON, or else a plain string).
+--input NAME=VALUE (VALUE is JSON, or else a plain string; a VALUE that starts
+with [, { or " must be valid JSON).
 
 \b
 Exit status: 0 the run succeeded, 1 it failed, 2 invalid input (manifest,
@@ -58,16 +61,31 @@ inputs, unknown task).
 """
 
 
+_JSON_STARTS = ("[", "{", '"')
+"""How a VALUE that is meant as JSON starts: one that does not parse is a mistake."""
+
+
 def parse_input(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` → ``(NAME, value)``; VALUE is JSON, or else the plain string."""
+    """``NAME=VALUE`` → ``(NAME, value)``; VALUE is JSON, or else the plain string.
+
+    A VALUE that starts like a JSON list, object or string (``[``, ``{``, ``"``) must be
+    JSON: ``n=[1,2`` is an error, not the string ``"[1,2"``.
+    """
     name, sep, raw = text.partition("=")
     if not sep or not name.strip():
         raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--input")
+    name = name.strip()
     try:
         value = json.loads(raw)
-    except ValueError:
+    except ValueError as exc:
+        if raw.lstrip().startswith(_JSON_STARTS):
+            raise click.BadParameter(
+                f"input {name!r}: {raw!r} is not valid JSON ({exc}); a value starting "
+                """with [, { or " must be JSON""",
+                param_hint="--input",
+            ) from None
         value = raw
-    return name.strip(), value
+    return name, value
 
 
 def _broker(url: str | None, queue: str, settings: RunSettings) -> AsyncBroker:
@@ -105,6 +123,12 @@ def _run_id(run_name: str | None, pipeline: str) -> str:
     return run_name
 
 
+def _note(message: str, quiet: bool) -> None:
+    """A line on stderr that is not an error: ``--quiet`` leaves it out."""
+    if not quiet:
+        click.echo(message, err=True)
+
+
 def _progress_mode(choice: str, console: Console) -> ProgressMode:
     if choice == "auto":
         return "live" if console.is_terminal else "plain"
@@ -118,6 +142,7 @@ async def _execute(
     broker_url: str | None,
     output: str,
     progress: str,
+    quiet: bool = False,
 ) -> int:
     settings = compiled.settings(request.run)
     queue = queue_name(compiled.name)
@@ -125,13 +150,11 @@ async def _execute(
     err = Console(stderr=True)
     out = Console()
     run_id = _run_id(request.run_name, compiled.name)
+    command = ""
     if broker_url is not None:
-        modules = " ".join(compiled.spec.worker.modules)
-        click.echo(
-            f"sending tasks to queue {queue} on {broker_url}; workers: "
-            f"taskiq-flow worker {modules} --broker {broker_url} --queue {queue}",
-            err=True,
-        )
+        files = [document.file for document in (request.document, request.run_document) if document]
+        command = worker_command(compiled.spec.worker.modules, files, broker_url, queue)
+        _note(f"sending tasks to queue {queue} on {broker_url}; workers: {command}", quiet)
     try:
         await broker.startup()
     except Exception as exc:
@@ -150,8 +173,14 @@ async def _execute(
     outputs: dict[str, Any]
     running = asyncio.ensure_future(display.run(engine.execute(inputs, run_id)))
     interrupts = _Interrupts(engine, running, err)
+    watch = (
+        contextlib.nullcontext()
+        if broker_url is None
+        else QueueWatch(broker, queue, engine, command, err, status_lines=mode == "plain")
+    )
     try:
-        outputs = await running
+        async with watch:
+            outputs = await running
     except PipelineError as exc:
         outputs = exc.partial_results
     finally:
@@ -165,8 +194,8 @@ async def _execute(
     if report.status == "Succeeded":
         # Failed steps of a run that succeeded: under SkipFailed, or continueOnFailure.
         for name, error in failed.items():
-            click.echo(f"warning: step {name!r} failed and the run went on: {error}", err=True)
-        click.echo(f"run {run_id} Succeeded{duration} ({status.progress} steps)", err=True)
+            _note(f"warning: step {name!r} failed and the run went on: {error}", quiet)
+        _note(f"run {run_id} Succeeded{duration} ({status.progress} steps)", quiet)
         return EXIT_OK
     click.echo(f"run {run_id} {report.status}{duration}: {report.reason}", err=True)
     for name, error in failed.items():
@@ -212,7 +241,8 @@ class _Interrupts:
     "raw_inputs",
     multiple=True,
     metavar="NAME=VALUE",
-    help="A pipeline input; VALUE is JSON, or else a plain string. Repeatable.",
+    help="A pipeline input; VALUE is JSON, or else a plain string (one starting with [, { "
+    'or " must be JSON). Repeatable.',
 )
 @click.option(
     "--broker",
@@ -237,7 +267,13 @@ class _Interrupts:
     show_default=True,
     help="Live table on a terminal, plain lines otherwise (auto), or nothing.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress (same as --progress none).")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Print only errors on stderr: no progress, summary or warnings (the outputs, "
+    "-o, still go to stdout).",
+)
 @click.option(
     "--verbose", "-v", is_flag=True, help="Also show taskiq's own log (tracebacks of failures)."
 )
@@ -267,7 +303,15 @@ def run_command(
         fail([p.located(document.file, document.label) for p in exc.problems])
     try:
         code = asyncio.run(
-            _execute(compiled, request, inputs, broker_url, output, "none" if quiet else progress)
+            _execute(
+                compiled,
+                request,
+                inputs,
+                broker_url,
+                output,
+                "none" if quiet else progress,
+                quiet=quiet,
+            )
         )
     except DAGError as exc:
         click.echo(f"error: {exc}", err=True)
