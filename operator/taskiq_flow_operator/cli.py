@@ -1,4 +1,8 @@
-"""``python -m taskiq_flow_operator`` (also ``taskiq-flow operator``)."""
+"""``python -m taskiq_flow_operator`` (also ``taskiq-flow operator``).
+
+Only what ``--help`` needs is imported up front: the operator's extra (kopf, redis) is
+imported when the operator starts, and its absence is a message, not a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,22 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import click
-import kopf
 
-from taskiq_flow_operator.handlers import build_registry
 from taskiq_flow_operator.peering import (
     DEFAULT_LIFETIME,
     PeeringConfig,
     exact_namespaces,
     own_identity,
 )
-from taskiq_flow_operator.supervising import Operator, OperatorConfig
 
-__all__ = ["main", "operator_command"]
+__all__ = ["EXIT_INVALID", "EXTRA_HINT", "main", "operator_command"]
 
 URL_ENV = "TASKIQ_FLOW_REDIS_URL"
+EXIT_INVALID = 2
+EXTRA_HINT = "pip install 'taskiq-flow[operator]'"
 
 
-@click.command("operator")
+@click.command("operator", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--namespace",
     "-n",
@@ -85,7 +88,19 @@ def operator_command(
     no_scanning: bool,
     verbose: bool,
 ) -> None:
-    """Run the taskiq-flow Kubernetes operator (Pipelines, PipelineRuns)."""
+    """Run the taskiq-flow Kubernetes operator (Pipelines, PipelineRuns).
+
+    It needs the operator extra: pip install 'taskiq-flow[operator]'.
+    """
+    try:
+        import kopf
+
+        from taskiq_flow_operator.handlers import build_registry
+        from taskiq_flow_operator.supervising import Operator, OperatorConfig
+    except ImportError as exc:
+        missing = f" ({exc.name} is not installed)" if exc.name else f" ({exc})"
+        click.echo(f"error: the operator needs its extra: {EXTRA_HINT}{missing}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

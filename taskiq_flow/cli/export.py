@@ -13,7 +13,7 @@ import yaml
 
 from taskiq_flow.cli.common import EXIT_INVALID
 from taskiq_flow.errors import TaskiqFlowError
-from taskiq_flow.manifests.export import pipeline_manifest
+from taskiq_flow.manifests.export import pipeline_manifest, require_shared_tasks
 
 __all__ = ["export_command", "load_object"]
 
@@ -57,8 +57,11 @@ def export_command(reference: str, name: str | None, output: str) -> None:
     obj = load_object(reference)
     try:
         manifest = pipeline_manifest(obj, name=name)
+        # Refused now rather than when the manifest runs.
+        require_shared_tasks(manifest, obj)
     except TaskiqFlowError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     if output == "json":
         click.echo(json.dumps(manifest, indent=2))

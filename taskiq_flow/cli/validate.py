@@ -18,28 +18,24 @@ __all__ = ["validate_command", "validate_documents"]
 def _compile(
     document: Document, spec: PipelineSpec, prefix: str, resolve: bool
 ) -> tuple[CompiledPipeline | None, list[Problem]]:
-    problems: list[Problem] = []
-    resolver: TaskResolver | None = None
-    if resolve:
-        resolver = TaskResolver(spec.worker.modules)
-        if not resolver.complete:
-            # The task code may live only in the worker image: checking the graph is still
-            # worth it, checking task names is not possible.
-            for module, message in resolver.failures.items():
-                index = spec.worker.modules.index(module)
-                loc = parse_path(f"{prefix}.worker.modules[{index}]")
-                problems.append(
-                    document.problem(loc, f"{message}; task names not checked", warning=True)
-                )
-            resolver = None
+    """The compiled pipeline (for checking its runs' inputs) and the problems found.
+
+    A task module that does not import is a problem, as for ``taskiq-flow run`` (the
+    compiler reports it at ``worker.modules[i]`` and checks the graph all the same);
+    ``--no-import`` checks a manifest whose task code lives only in the worker image.
+    """
+    resolver = TaskResolver(spec.worker.modules) if resolve else None
+    name = document.name or "pipeline"
     try:
-        compiled = compile_pipeline(
-            spec, name=document.name or "pipeline", resolver=resolver, prefix=prefix
-        )
+        return compile_pipeline(spec, name=name, resolver=resolver, prefix=prefix), []
     except ManifestError as exc:
-        problems.extend(document.locate(p, parse_path(p.path)) for p in exc.problems)
+        problems = [document.locate(p, parse_path(p.path)) for p in exc.problems]
+    if resolver is None or resolver.complete:
         return None, problems
-    return compiled, problems
+    try:  # the graph may still be sound: its runs' inputs are worth checking
+        return compile_pipeline(spec, name=name, resolver=None, prefix=prefix), problems
+    except ManifestError:
+        return None, problems
 
 
 def _check_run_inputs(
@@ -74,6 +70,8 @@ def validate_documents(documents: Sequence[Document], *, resolve: bool = True) -
                 invalid.add(name)
             else:
                 compiled[name] = result
+        elif document.kind == "Pipeline" and not document.foreign:
+            invalid.add(document.name or "")  # its schema problems are reported already
     for document in documents:
         resource = document.resource
         if not isinstance(resource, PipelineRun):
@@ -105,11 +103,13 @@ def validate_documents(documents: Sequence[Document], *, resolve: bool = True) -
 @click.option(
     "--no-import",
     is_flag=True,
-    help="Do not import worker.modules (skips the task-name and signature checks).",
+    help="Do not import worker.modules: skips the import, task-name and signature checks "
+    "(for task code that lives only in the worker image).",
 )
 def validate_command(files: Sequence[str], no_import: bool) -> None:
-    """Check manifests: schema (unknown fields, types) and graph (cycles, inputs nothing
-    produces, outputs produced twice, unknown dependsOn and task names).
+    """Check manifests: schema (unknown fields, types, names) and graph (cycles, inputs
+    nothing produces, outputs produced twice, unknown dependsOn and task names, task
+    modules that do not import).
 
     \b
     Every problem is printed as FILE: Kind/name: field.path: message (line, column).

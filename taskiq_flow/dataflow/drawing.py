@@ -28,6 +28,7 @@ __all__ = [
     "graph_edge",
     "graph_text",
     "node_dict",
+    "node_kind",
     "outcome_text",
 ]
 
@@ -57,7 +58,7 @@ def node_dict(node: DAGNode) -> dict[str, Any]:
     found: dict[str, Any] = {
         "id": node.name,
         "task": node.task_name,
-        "kind": node.kind,
+        "kind": node_kind(node),
         "outputs": list(node.outputs),
         "inputs": list(node.consumed),
         "level": node.level,
@@ -69,6 +70,12 @@ def node_dict(node: DAGNode) -> dict[str, Any]:
     if node.final:
         found["final"] = True
     return found
+
+
+def node_kind(node: DAGNode) -> str:
+    """A node's kind as drawn: ``task``, ``map``, ``filter`` (a map that keeps the items
+    its task returns true for) or ``reduce``."""
+    return "filter" if node.kind == "map" and node.filter_items else node.kind
 
 
 def graph_edge(dag: DAG, source: str, target: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ __all__ = [
     "CompiledPipeline",
     "RunSettings",
     "TaskResolver",
+    "broker_task_message",
     "compile_pipeline",
     "error_mode_of",
     "retry_policy",
@@ -84,6 +85,14 @@ def retry_policy(spec: RetrySpec | None) -> RetryPolicy:
 
 
 # -- finding tasks -----------------------------------------------------------------------
+
+
+def broker_task_message(name: str) -> str:
+    """Why a task declared with a broker's own ``@broker.task`` cannot run a manifest."""
+    return (
+        f"task {name!r} is declared on the module's own broker (@broker.task): declare it "
+        "with @taskiq_flow.task so every broker finds it"
+    )
 
 
 class TaskResolver:
@@ -133,11 +142,7 @@ class TaskResolver:
         for module in self._loaded.values():
             for value in vars(module).values():
                 if getattr(value, "task_name", None) == name:
-                    return (
-                        f"task {name!r} is declared on the module's own broker "
-                        "(@broker.task): declare it with @taskiq_flow.task so every "
-                        "broker finds it"
-                    )
+                    return broker_task_message(name)
         where = ", ".join(self.modules)
         text = f"unknown task {name!r}: no module in worker.modules ({where}) defines it"
         close = difflib.get_close_matches(name, list(AsyncBroker.global_task_registry), n=1)

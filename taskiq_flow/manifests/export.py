@@ -13,19 +13,31 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
+from collections.abc import Mapping
 from functools import singledispatch
 from typing import Any
+
+from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
 
 from taskiq_flow.core.retry import RetryPolicy
 from taskiq_flow.core.states import Phase
 from taskiq_flow.dataflow.dag import DAGNode
 from taskiq_flow.errors import TaskDefinitionError
 from taskiq_flow.execution_engine import SPREAD_ITEM
+from taskiq_flow.manifests.compiler import broker_task_message
 from taskiq_flow.manifests.models import API_VERSION, ErrorMode, is_step_name
 from taskiq_flow.pipeline import DataflowPipeline
 from taskiq_flow.sequential.pipeline import Pipeline
 
-__all__ = ["ExportError", "manifest_name", "pipeline_manifest", "step_name"]
+__all__ = [
+    "BrokerTaskError",
+    "ExportError",
+    "manifest_name",
+    "pipeline_manifest",
+    "require_shared_tasks",
+    "step_name",
+]
 
 _ERROR_MODE_NAMES = {
     "FAIL_FAST": ErrorMode.FAIL_FAST.value,
@@ -36,6 +48,39 @@ _ERROR_MODE_NAMES = {
 
 class ExportError(TaskDefinitionError):
     """The object cannot be expressed as a manifest."""
+
+
+class BrokerTaskError(ExportError):
+    """Tasks declared with a broker's own ``@broker.task``: a manifest names its tasks, and
+    only shared tasks (``@taskiq_flow.task``) are found by name on every broker, so the
+    manifest would fail when it runs. The message has one line per task."""
+
+
+def _module_task(name: str) -> Any:
+    """The object the task's module (already imported) defines under the task's name."""
+    module = sys.modules.get(name.partition(":")[0])
+    for value in vars(module).values() if module is not None else ():
+        if getattr(value, "task_name", None) == name:
+            return value
+    return None
+
+
+def require_shared_tasks(manifest: Mapping[str, Any], obj: Any = None) -> None:
+    """Raise ``BrokerTaskError`` when a task of ``manifest`` (exported from ``obj``) is
+    declared on a broker of its own rather than with ``@taskiq_flow.task``, with the
+    advice ``taskiq-flow run`` gives for it."""
+    local = getattr(getattr(obj, "broker", None), "local_task_registry", None) or {}
+    spec = manifest.get("spec") or {}
+    steps = [*(spec.get("steps") or []), *(spec.get("finally") or [])]
+    names = dict.fromkeys(step["task"] for step in steps if isinstance(step.get("task"), str))
+    refused = [
+        broker_task_message(name)
+        for name in names
+        if name not in AsyncBroker.global_task_registry
+        and (name in local or isinstance(_module_task(name), AsyncTaskiqDecoratedTask))
+    ]
+    if refused:
+        raise BrokerTaskError("\n".join(refused))
 
 
 def manifest_name(text: str) -> str:

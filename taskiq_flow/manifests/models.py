@@ -15,13 +15,23 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
     "DATA_NAME_PATTERN",
+    "OBJECT_NAME_MAX",
+    "OBJECT_NAME_PATTERN",
     "STEP_NAME_PATTERN",
     "Condition",
     "Dependency",
@@ -61,6 +71,18 @@ DATA_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """Data names are passed to tasks as keyword arguments, so they are identifiers."""
 
 _STEP_NAME = re.compile(STEP_NAME_PATTERN)
+
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A DNS-1123 subdomain: the names the Kubernetes API server accepts for Pipelines and
+PipelineRuns (at most ``OBJECT_NAME_MAX`` characters)."""
+OBJECT_NAME_MAX = 253
+
+_OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
+_OBJECT_NAME_RULE = (
+    "use lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+    f"digit, at most {OBJECT_NAME_MAX} characters (a DNS-1123 subdomain, as Kubernetes "
+    "requires)"
+)
 
 StepName = Annotated[str, Field(pattern=STEP_NAME_PATTERN, min_length=1, max_length=63)]
 DataName = Annotated[str, Field(pattern=DATA_NAME_PATTERN, min_length=1)]
@@ -146,6 +168,24 @@ class ObjectMeta(BaseModel):
     namespace: str | None = Field(default=None, description="The object's namespace.")
     labels: dict[str, str] | None = Field(default=None, description="Labels.")
     annotations: dict[str, str] | None = Field(default=None, description="Annotations.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_subdomain(cls, value: str | None) -> str | None:
+        if value is not None and not is_object_name(value):
+            raise ValueError(f"{value!r} is not a valid name: {_OBJECT_NAME_RULE}")
+        return value
+
+    @field_validator("generate_name")
+    @classmethod
+    def _prefix_is_a_subdomain(cls, value: str | None) -> str | None:
+        # The API server checks a prefix as a name, a trailing '-' allowed (it is followed
+        # by the random suffix); an empty prefix is no prefix.
+        if value and not is_object_name(value[:-1] + "a" if value.endswith("-") else value):
+            raise ValueError(
+                f"{value!r} is not a valid generateName: {_OBJECT_NAME_RULE}; it may end with '-'"
+            )
+        return value
 
 
 # -- Pipeline ----------------------------------------------------------------------------
@@ -545,7 +585,9 @@ class PipelineRunStatus(_Model):
     """Where a run is: its phase, each step's, and its outputs."""
 
     phase: RunPhase | None = Field(default=None, description="The run's phase.")
-    progress: str | None = Field(default=None, description="Finished steps / all steps.")
+    progress: str | None = Field(
+        default=None, description="Steps done (Succeeded or Skipped) / all steps."
+    )
     started_at: str | None = Field(default=None, description="When the run started.")
     finished_at: str | None = Field(default=None, description="When the run finished.")
     duration_seconds: float | None = Field(default=None, description="How long it ran.")
@@ -570,6 +612,11 @@ class PipelineRun(_Model):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Object metadata.")
     spec: PipelineRunSpec = Field(description="The run.")
     status: PipelineRunStatus | None = Field(default=None, description="Set by the driver.")
+
+
+def is_object_name(name: str) -> bool:
+    """True for a valid Pipeline or PipelineRun name (a DNS-1123 subdomain)."""
+    return len(name) <= OBJECT_NAME_MAX and _OBJECT_NAME.match(name) is not None
 
 
 def is_step_name(name: str) -> bool:

@@ -31,7 +31,9 @@ __all__ = [
 INLINE_OUTPUT_BYTES = 4096
 """Outputs larger than this (as JSON) appear in a status as ``{truncated, bytes}``."""
 
-_TERMINAL = {StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED}
+_DONE = {StepPhase.SUCCEEDED, StepPhase.SKIPPED}
+"""The phases of a step whose work needs no more doing: what ``progress`` counts (a Failed
+or Cancelled step is over, not done)."""
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -96,7 +98,7 @@ def run_status(
     """The PipelineRun ``status`` for ``report``: what ``taskiq-flow run -o json`` prints
     and what the operator writes (``outputs`` inline when given, large ones cut)."""
     steps = {name: step_status(s) for name, s in report.steps.items()}
-    done = sum(1 for s in steps.values() if s.phase in _TERMINAL)
+    done = sum(1 for s in steps.values() if s.phase in _DONE)
     phase = RunPhase(report.status)
     finished = phase in _FINISHED
     message = None

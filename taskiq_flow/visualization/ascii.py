@@ -6,7 +6,13 @@ import textwrap
 
 from taskiq_flow.core.conditions import RUN_DATA
 from taskiq_flow.dataflow.dag import DAG, DAGNode
-from taskiq_flow.dataflow.drawing import CONTINUE_TAG, condition_text, edge_notes, outcome_text
+from taskiq_flow.dataflow.drawing import (
+    CONTINUE_TAG,
+    condition_text,
+    edge_notes,
+    node_kind,
+    outcome_text,
+)
 
 __all__ = ["render_ascii"]
 
@@ -48,7 +54,7 @@ def _inputs(dag: DAG, node: DAGNode) -> str:
 
 def _step(dag: DAG, node: DAGNode, gutter: str, width: int) -> list[str]:
     """One step: ``┌`` name, tags and outputs; its condition; what it reads; what it feeds."""
-    tags: list[str] = [] if node.kind == "task" else [node.kind]
+    tags: list[str] = [] if node.kind == "task" else [node_kind(node)]
     if node.continue_on_failure:
         tags.append(CONTINUE_TAG)
     tag = f" [{', '.join(tags)}]" if tags else ""

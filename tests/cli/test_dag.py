@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.cli.conftest import EXAMPLES, taskiq_flow
 
 AUDIO = EXAMPLES / "audio_analysis" / "pipeline.yaml"
@@ -66,11 +64,23 @@ def test_json() -> None:
     assert data["external_inputs"] == ["paths"]
 
 
-@pytest.mark.parametrize("fmt", ["ascii", "json"])
-def test_a_sequential_pipeline_draws_as_a_chain(fmt: str) -> None:
-    result = taskiq_flow("dag", EXAMPLES / "wordcount" / "pipeline.yaml", "-f", fmt)
-    assert result.code == 0
-    assert "nonempty [map]" in result.stdout if fmt == "ascii" else '"kind": "map"' in result.stdout
+def test_a_sequential_pipeline_draws_as_a_chain_its_filter_step_as_a_filter() -> None:
+    result = taskiq_flow("dag", EXAMPLES / "wordcount" / "pipeline.yaml")
+    assert result.code == 0, result.stderr
+    tagged = [line for line in result.stdout.splitlines() if "┌" in line]
+    assert tagged == [
+        "level 0  ┌ nonempty [filter] → nonempty",
+        "level 1  ┌ counts [map] → counts",
+        "level 2  ┌ totals → totals",
+        "level 3  ┌ top → top",
+    ]
+
+
+def test_json_gives_each_step_its_kind() -> None:
+    result = taskiq_flow("dag", EXAMPLES / "wordcount" / "pipeline.yaml", "-f", "json")
+    assert result.code == 0, result.stderr
+    kinds = {node["id"]: node["kind"] for node in json.loads(result.stdout)["nodes"]}
+    assert kinds == {"nonempty": "filter", "counts": "map", "totals": "task", "top": "task"}
 
 
 def test_an_invalid_pipeline_is_not_drawn(tmp_path: Path) -> None:

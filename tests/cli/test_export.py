@@ -239,3 +239,66 @@ def test_a_group_cannot_be_exported(tmp_path: Path) -> None:
     result = taskiq_flow("export", "seqflows:grouped", cwd=tmp_path)
     assert result.code == 2
     assert "is a group; a manifest step runs one task" in result.stderr
+
+
+BROKER_TASKS = textwrap.dedent("""\
+    from taskiq import InMemoryBroker
+    from taskiq_flow import DataflowPipeline, Pipeline, pipeline_task, task
+
+    broker = InMemoryBroker()
+
+
+    @broker.task
+    @pipeline_task(output="numbers")
+    def parse_numbers(text: str) -> list[int]:
+        return [int(word) for word in text.split()]
+
+
+    @task
+    @pipeline_task(output="total")
+    def add(numbers: list[int]) -> int:
+        return sum(numbers)
+
+
+    @broker.task
+    def words(text: str) -> list[str]:
+        return text.split()
+
+
+    pipeline = DataflowPipeline(broker, name="sums")
+    pipeline.add_dataflow_task(parse_numbers)
+    pipeline.add_dataflow_task(add)
+    sequential = Pipeline(broker).call_next(words)
+    """)
+
+BROKER_ADVICE = (
+    "task {!r} is declared on the module's own broker (@broker.task): declare it with "
+    "@taskiq_flow.task so every broker finds it"
+)
+
+
+def test_tasks_of_a_brokers_own_are_refused_with_the_advice_run_gives(tmp_path: Path) -> None:
+    (tmp_path / "brokerflows.py").write_text(BROKER_TASKS)
+    result = taskiq_flow("export", "brokerflows:pipeline", cwd=tmp_path)
+    assert result.code == 2
+    assert result.stdout == ""
+    advice = BROKER_ADVICE.format("brokerflows:parse_numbers")
+    assert result.stderr == f"error: {advice}\n"
+    # What `taskiq-flow run` says of a manifest naming that task, had it been exported.
+    manifest = tmp_path / "pipeline.yaml"
+    manifest.write_text(
+        "apiVersion: flow.taskiq.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: sums}\n"
+        "spec:\n  worker: {modules: [brokerflows]}\n  inputs: [{name: text}]\n  steps:\n"
+        "    - {name: parse, task: 'brokerflows:parse_numbers', inputs: [text]}\n"
+    )
+    ran = taskiq_flow("run", manifest, "-i", "text=1 2", cwd=tmp_path)
+    assert ran.code == 2
+    assert advice in ran.stderr
+
+
+def test_a_sequential_pipeline_of_broker_tasks_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "brokerflows.py").write_text(BROKER_TASKS)
+    result = taskiq_flow("export", "brokerflows:sequential", "-o", "json", cwd=tmp_path)
+    assert result.code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {BROKER_ADVICE.format('brokerflows:words')}\n"

@@ -177,11 +177,92 @@ class TestInputs:
         assert result.code == 2
         assert "unknown input 'txet'; the pipeline's inputs are: text" in result.stderr
 
+    def test_a_value_that_starts_like_json_must_be_json(self, tmp_path: Path) -> None:
+        path = _pipeline(tmp_path, "- {name: loud, task: 'usertasks:shout', inputs: [text]}\n")
+        for value, error in [
+            ("[1,2", "Expecting ',' delimiter: line 1 column 5 (char 4)"),
+            ('{"a": 1', "Expecting ',' delimiter: line 1 column 8 (char 7)"),
+            ('"unterminated', "Unterminated string starting at: line 1 column 1 (char 0)"),
+        ]:
+            result = taskiq_flow("run", path, "-i", f"text={value}", "-o", "json")
+            assert result.code == 2, value
+            assert result.stdout == ""
+            assert result.stderr.splitlines()[-1] == (
+                f"Error: Invalid value for --input: input 'text': {value!r} is not valid JSON "
+                f"""({error}); a value starting with [, {{ or " must be JSON"""
+            )
+        # Plain words are strings; quoted as JSON, a value may start with a bracket.
+        for value, expected in [("monday", "MONDAY"), ('"[1,2"', "[1,2"), ("[1, 2]", [1, 2])]:
+            result = taskiq_flow("run", path, "-i", f"text={value}", "-o", "json")
+            if isinstance(expected, str):
+                assert result.code == 0, result.stderr
+                assert json.loads(result.stdout)["outputs"] == {"loud": expected}
+            else:  # valid JSON reaches the task as what it is (a list has no upper())
+                assert result.code == 1
+                assert "AttributeError: 'list' object has no attribute 'upper'" in result.stderr
+
     def test_an_input_without_a_value(self, tmp_path: Path) -> None:
         path = _pipeline(tmp_path, "- {name: loud, task: 'usertasks:shout', inputs: [text]}\n")
         result = taskiq_flow("run", path, "--input", "text")
         assert result.code == 2
         assert "'text' is not NAME=VALUE" in result.stderr
+
+
+class TestProgressAndQuiet:
+    STEPS = """\
+        - {name: loud, task: 'usertasks:shout', inputs: [text]}
+        - {name: boom, task: 'usertasks:explode', inputs: [text], dependsOn: [loud]}
+        - {name: after, task: 'usertasks:shout', inputs: [text], dependsOn: [boom]}
+        """
+
+    def test_progress_counts_the_steps_done_not_those_over(self, tmp_path: Path) -> None:
+        path = _pipeline(tmp_path, self.STEPS)
+        result = taskiq_flow("run", path, "-i", "text=x", "-o", "json", "--progress", "none")
+        assert result.code == 1
+        status = json.loads(result.stdout)["status"]
+        phases = {name: step["phase"] for name, step in status["steps"].items()}
+        assert phases == {"loud": "Succeeded", "boom": "Failed", "after": "Cancelled"}
+        assert (status["phase"], status["progress"]) == ("Failed", "1/3")
+
+    def test_a_skipped_step_is_done(self, tmp_path: Path) -> None:
+        steps = self.STEPS.replace("dependsOn: [boom]}", "dependsOn: [boom], when: 'false'}")
+        path = _pipeline(tmp_path, steps, extra="errorMode: SkipFailed\n")
+        result = taskiq_flow("run", path, "-i", "text=x", "-o", "json", "--progress", "none")
+        assert result.code == 0, result.stderr
+        status = json.loads(result.stdout)["status"]
+        phases = {name: step["phase"] for name, step in status["steps"].items()}
+        assert phases == {"loud": "Succeeded", "boom": "Failed", "after": "Skipped"}
+        assert status["progress"] == "2/3"
+        # The summary says so too, after the warning about the failed step.
+        assert result.stderr.splitlines() == [
+            "warning: step 'boom' failed and the run went on: ValueError: cannot handle 'x'",
+            result.stderr.splitlines()[-1],
+        ]
+        assert result.stderr.splitlines()[-1].endswith(" (2/3 steps)")
+
+    def test_quiet_prints_the_outputs_and_nothing_else(self, tmp_path: Path) -> None:
+        path = _pipeline(tmp_path, self.STEPS, extra="errorMode: SkipFailed\n")
+        result = taskiq_flow("run", path, "-i", "text=x", "-q")
+        assert result.code == 0
+        assert result.stderr == ""  # no progress, no warning, no summary
+        assert "loud" in result.stdout
+        assert '"X"' in result.stdout
+        result = taskiq_flow("run", path, "-i", "text=x", "--quiet", "-o", "json")
+        assert result.code == 0
+        assert result.stderr == ""
+        assert json.loads(result.stdout)["outputs"]["loud"] == "X"
+
+    def test_quiet_still_prints_errors(self, tmp_path: Path) -> None:
+        path = _pipeline(tmp_path, self.STEPS)
+        result = taskiq_flow("run", path, "-i", "text=x", "-q", "-o", "json")
+        assert result.code == 1
+        assert json.loads(result.stdout)["status"]["phase"] == "Failed"
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("run user-")
+        assert line.endswith(": step 'boom' failed: ValueError: cannot handle 'x'")
+        result = taskiq_flow("run", path, "-q")
+        assert result.code == 2
+        assert "required input 'text' is not given" in result.stderr
 
 
 class TestUserErrors:
