@@ -1,4 +1,4 @@
-"""The audio analysis of the dataflow guide (section 11), as a task module.
+"""An audio analysis, as a task module.
 
 The tasks compute toy features from the file names so that the example runs anywhere;
 the shape of the pipeline is what matters: extract → mir → (tags ∥ embedding).
