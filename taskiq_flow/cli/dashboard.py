@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from taskiq_flow.cli.common import default_redis_url
+from taskiq_flow.cli.common import EXIT_INVALID, default_redis_url
 
 __all__ = ["dashboard_command"]
 
@@ -31,10 +31,14 @@ def dashboard_command(redis_url: str | None, host: str, port: int, key_prefix: s
     try:
         from aiohttp import web
         from redis.asyncio import Redis
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise click.ClickException(
-            f"the dashboard needs the tracking extra: pip install 'taskiq-flow[tracking]' ({exc})"
-        ) from exc
+    except ImportError as exc:
+        # As the operator without its extra: a usage problem (exit 2), not a failed run.
+        click.echo(
+            "error: the dashboard needs its extras: "
+            f"pip install 'taskiq-flow[tracking,redis]' ({exc})",
+            err=True,
+        )
+        raise SystemExit(EXIT_INVALID) from None
 
     from taskiq_flow.dashboard import create_app
     from taskiq_flow.tracking import PipelineTrackingManager, RedisPipelineStorage
