@@ -89,9 +89,10 @@ class PipelineMiddleware(TaskiqMiddleware):
         self._open_runs: dict[str, float] = {}  # run → when its stream was last seen
 
     def set_broker(self, broker: AsyncBroker) -> None:
-        """Attach to ``broker``, and make unknown task names fail visibly."""
+        """Attach to ``broker``: unknown task names fail visibly, messages of runs that
+        are over can be dropped."""
         super().set_broker(broker)
-        _report_unknown_tasks(broker)
+        _wrap_tasks(broker)
 
     def _context_param(self, task_name: str) -> str | None:
         cached = self._context_params.get(task_name)
@@ -215,8 +216,9 @@ def ensure_middleware(broker: AsyncBroker) -> None:
         broker.add_middlewares(PipelineMiddleware())
 
 
-def _report_unknown_tasks(broker: AsyncBroker) -> None:
-    """Make ``broker.find_task`` answer an unknown name with a task that fails.
+def _wrap_tasks(broker: AsyncBroker) -> None:
+    """Make ``broker.find_task`` answer an unknown name with a task that fails, and a
+    known one with the task wrapped so that ``pre_execute`` can drop its message.
 
     taskiq drops a message whose task it cannot find, so the run that sent it would wait
     forever. With this, the message runs a stand-in that raises ``UnknownTaskError``; the

@@ -287,15 +287,7 @@ class RunDriver:
     def _check_data(self, action: Check) -> dict[str, Any]:
         """The values (inputs) or references (outputs) of the data a condition reads; an
         output whose producer did not produce it is left out."""
-        data: dict[str, Any] = {}
-        for name in action.data:
-            producer = self.producers.get(name)
-            if producer is None:
-                if name in self.inputs:
-                    data[name] = self.inputs[name]
-            elif self.machine.has_output(producer):
-                data[name] = self._value(name)
-        return data
+        return {name: self._value(name) for name in action.data if self._has_value(name)}
 
     def _expand(self, action: Expand, now: float) -> list[Action]:
         node = self.dag.nodes[action.node]
@@ -350,14 +342,14 @@ class RunDriver:
                 kwargs[node.parameter_for(name)] = self._value(name)
         for name in node.optional_inputs:
             # An optional input with no value keeps the task's default.
-            producer = self.producers.get(name)
-            if producer is None:
-                given = name in self.inputs or (name == RUN_DATA and node.final)
-            else:
-                given = self.machine.has_output(producer)
-            if given:
+            if self._has_value(name) or (name == RUN_DATA and node.final):
                 kwargs[node.parameter_for(name)] = self._value(name)
         return args, kwargs
+
+    def _has_value(self, name: str) -> bool:
+        """Whether data ``name`` exists: a run input given, or an output produced."""
+        producer = self.producers.get(name)
+        return name in self.inputs if producer is None else self.machine.has_output(producer)
 
     def _value(self, name: str) -> Any:
         if name == RUN_DATA:
